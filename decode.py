@@ -1,0 +1,352 @@
+"""
+Parallel Diffusion Decoding (PDD, paper section 3), evaluation next to Whisper, and the speed benchmark.
+
+    python decode.py --ckpt checkpoints/stage2.pt a.wav b.flac       # one transcript per file
+    python decode.py --ckpt checkpoints/stage2.pt --eval test --baseline tiny.en
+    python decode.py --ckpt checkpoints/stage2.pt --bench            # GPU: latency per length bucket, RTFx
+
+PDD fills a whole canvas in S parallel steps for K candidates at once: step s re-masks a share r_s of every
+canvas (random positions; 100 % at step 0), predicts all masked positions in one forward pass over the K x L
+batch, and keeps the greedy fills. The candidate with the highest mean confidence wins.
+"""
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data
+import whisfusion as W
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    candidates: int = 15  # K: independent canvases per utterance, decoded in one batch
+    steps: int = 4  # S: forward passes, whatever the transcript length
+    ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s (0.7 past the list)
+    remask: str = "random"  # "random" (paper) or "confidence": re-mask the least confident tokens (LLaDA)
+    select: str = "confidence"  # "confidence" (paper) or "mbr": the candidate closest to all others
+    adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
+    margin: int = 8
+    seed: int = 0
+
+
+def mask_for_step(conf, ratio, opts: DecodeOptions, generator):
+    """Which positions to (re-)predict at this step: (N, L) bool; position 0 (the start token) never."""
+    N, L = conf.shape
+    if ratio >= 1.0:
+        masked = torch.ones(N, L, dtype=torch.bool, device=conf.device)
+    elif opts.remask == "random":
+        masked = torch.rand(N, L, generator=generator, device=conf.device) < ratio
+    else:  # confidence: the ratio*L least confident positions; a little noise lets the K candidates differ
+        noise = torch.rand(N, L, generator=generator, device=conf.device).log().neg().log().neg()  # Gumbel
+        noisy = conf.clamp_min(1e-9).log() + 0.5 * noise * (torch.arange(N, device=conf.device) % 2)[:, None]
+        k = max(1, int(round(ratio * (L - 1))))
+        masked = torch.zeros(N, L, dtype=torch.bool, device=conf.device)
+        masked.scatter_(1, noisy[:, 1:].topk(k, dim=1, largest=False).indices + 1, True)
+    masked[:, 0] = False
+    return masked
+
+
+@torch.no_grad()
+def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions()):
+    """PDD for B utterances whose audio is already encoded (ctx: per-block K/V, computed once).
+
+    Returns tokens (B, K, L), scores (B, K): each candidate's mean confidence over its non-eot positions."""
+    cfg, tok = model.cfg.decoder, data.get_tokenizer()
+    B, K = ctx.kv[0][0].shape[0], opts.candidates
+    ctx = ctx.repeat(K)  # (B*K, ...): a view for B = 1; never recomputed per candidate or per step
+    g = torch.Generator(device=ctx.kv[0][0].device).manual_seed(opts.seed)
+    device = ctx.kv[0][0].device
+    canvas = torch.full((B * K, cfg.canvas_len), cfg.mask_id, device=device)  # (B*K, L)
+    canvas[:, 0] = tok.sot
+    conf = torch.ones(canvas.shape, device=device)
+    for s in range(opts.steps):
+        ratio = opts.ratios[s] if s < len(opts.ratios) else 0.7
+        masked = mask_for_step(conf, ratio, opts, g)  # (B*K, L)
+        logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all K x L positions
+        conf, pred = logits.float().softmax(-1).max(-1)  # (B*K, L) each: greedy fills and their confidence
+        canvas = torch.where(masked, pred, canvas)
+        if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
+            is_eot = canvas == tok.eot
+            length = torch.where(is_eot.any(1), is_eot.float().argmax(1), canvas.shape[1]).max().item()
+            L = min(cfg.canvas_len, int(length) + opts.margin)
+            canvas, conf = canvas[:, :L], conf[:, :L]
+    keep = (canvas != tok.eot).float()  # the start token counts, the eot padding does not (paper 3.1)
+    scores = (conf * keep).sum(1) / keep.sum(1).clamp_min(1)
+    return canvas.view(B, K, -1), scores.view(B, K)
+
+
+def select(tokens, scores, opts: DecodeOptions) -> list[str]:
+    """One transcript per utterance: the most confident candidate, or the minimum-Bayes-risk one (the
+    candidate with the smallest summed word edit distance to the other candidates)."""
+    out = []
+    for b in range(tokens.shape[0]):
+        texts = [data.canvas_to_text(c) for c in tokens[b].tolist()]
+        if opts.select == "mbr" and len(texts) > 1:
+            words = [t.split() for t in texts]
+            risk = [sum(edit_distance(w, o) for o in words) for w in words]
+            best = min(range(len(texts)), key=lambda k: (risk[k], -scores[b, k].item()))
+        else:
+            best = int(scores[b].argmax())
+        out.append(texts[best])
+    return out
+
+
+def edit_distance(a: list, b: list) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def autocast(device):
+    return torch.autocast("cuda", torch.bfloat16) if str(device).startswith("cuda") else nullcontext()
+
+
+@torch.no_grad()
+def transcribe_features(model, features, n_frames, opts=DecodeOptions(), batch_size=16) -> list[str]:
+    """Encoder features (N, Ta, d) + frames that hold audio (N,) -> N transcripts."""
+    out = []
+    for i in range(0, len(features), batch_size):
+        with autocast(features.device):
+            ctx = model.audio_context(features[i:i + batch_size], n_frames[i:i + batch_size])
+            tokens, scores = generate(model, ctx, opts)
+        out += select(tokens.cpu(), scores.cpu(), opts)
+    return out
+
+
+@torch.no_grad()
+def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size=16) -> list[str]:
+    """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order."""
+    device = next(model.parameters()).device
+    windows, owner = [], []
+    for i, a in enumerate(audios):
+        n_win = max(1, math.ceil(len(a) / (data.SAMPLE_RATE * data.MAX_SECONDS)))
+        for w in range(n_win):
+            chunk = a[w * data.SAMPLE_RATE * 30:(w + 1) * data.SAMPLE_RATE * 30]
+            windows.append(chunk)
+            owner.append(i)
+    texts = [""] * len(windows)
+    speech = [i for i, a in enumerate(windows) if len(a) >= 1600 and np.abs(a).max() > 1e-3]  # >= 0.1 s, audible
+    for i in range(0, len(speech), batch_size):
+        chunk = [windows[j] for j in speech[i:i + batch_size]]
+        mel = torch.stack([data.log_mel(a) for a in chunk]).to(device)
+        n_frames = torch.tensor([data.n_audio_frames(len(a)) for a in chunk])
+        with autocast(device):
+            feats = model.embed_audio(mel)
+        for j, t in zip(speech[i:i + batch_size], transcribe_features(model, feats, n_frames, opts, batch_size)):
+            texts[j] = t
+    joined = [[] for _ in audios]
+    for i, t in zip(owner, texts):
+        if t:
+            joined[i].append(t)
+    return [" ".join(parts) for parts in joined]
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring and evaluation
+
+_normalizer = None
+
+
+def normalize(text: str) -> str:
+    """Whisper's English normaliser (the same on both sides, for us and for the Whisper baseline)."""
+    global _normalizer
+    if _normalizer is None:
+        from whisper.normalizers import EnglishTextNormalizer
+        _normalizer = EnglishTextNormalizer()
+    return _normalizer(text)
+
+
+def wer(refs: list[str], hyps: list[str]) -> tuple[float, float, list[float]]:
+    """(corpus WER, mean of per-utterance WERs, per-utterance WERs), in %, after normalisation."""
+    import jiwer
+    per, errors, words = [], 0, 0
+    for r, h in zip(refs, hyps):
+        r, h = normalize(r), normalize(h)
+        n = len(r.split())
+        e = jiwer.process_words(r, h).wer * n if n else float(len(h.split()) > 0)
+        per.append(100.0 * e / max(n, 1))
+        errors, words = errors + e, words + n
+    return 100.0 * errors / max(words, 1), float(np.mean(per)), per
+
+
+def load_for_decoding(path, device):
+    """A trained checkpoint with its EMA weights (stage 2 keeps them) and LoRA merged into the base weights."""
+    model, ckpt = W.load_model(path, device)
+    if ckpt.get("ema"):
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n, v in ckpt["ema"].items():
+                params[n].copy_(v)
+    W.merge_lora(model)
+    return model.eval()
+
+
+def whisper_transcribe(wmodel, audios, device, batch_size=16) -> list[str]:
+    """openai-whisper greedy autoregressive decoding (the baseline), 30 s windows, no timestamps."""
+    import whisper
+    opts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
+    out = []
+    for i in range(0, len(audios), batch_size):
+        mel = torch.stack([data.log_mel(a) for a in audios[i:i + batch_size]]).to(device)
+        out += [r.text for r in whisper.decode(wmodel, mel, opts)]
+    return out
+
+
+def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="default", limit=None):
+    """WER of our model (and of Whisper baselines) on one split; writes a per-utterance CSV."""
+    from tqdm import tqdm
+    utts = data.load_split(split, size)[:limit]
+    audios = [data.load_audio(u.audio) for u in tqdm(utts, desc=f"load {split}")]
+    refs = [u.text for u in utts]
+    results, hyps_by = {}, {}
+    if model is not None:
+        t0 = time.time()
+        hyps_by["whisfusion"] = transcribe(model, audios, opts)
+        results["whisfusion"] = (*wer(refs, hyps_by["whisfusion"])[:2], time.time() - t0)
+    for name in baselines:
+        wmodel = data.load_whisper(name, device)
+        t0 = time.time()
+        hyps_by[f"whisper-{name}"] = whisper_transcribe(wmodel, audios, device)
+        results[f"whisper-{name}"] = (*wer(refs, hyps_by[f"whisper-{name}"])[:2], time.time() - t0)
+    if out_csv:
+        with open(out_csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "reference"] + [f"{k}_hyp" for k in hyps_by] + [f"{k}_wer" for k in hyps_by])
+            pers = {k: wer(refs, h)[2] for k, h in hyps_by.items()}
+            for i, u in enumerate(utts):
+                w.writerow([u.id, u.text] + [hyps_by[k][i] for k in hyps_by] + [f"{pers[k][i]:.1f}" for k in hyps_by])
+    print(f"\n{split}: {len(utts)} utterances, {sum(len(a) for a in audios) / 16000 / 60:.1f} min of audio")
+    print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'time s':>8s}")
+    for k, (c, m, t) in results.items():
+        print(f"{k:24s} {c:13.2f} {m:15.2f} {t:8.1f}")
+    return results
+
+# ----------------------------------------------------------------------------------------------------------
+# Benchmark (GPU): batch-1 latency per length bucket and batched throughput, ours vs Whisper, same run
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_it(fn, device, repeats=10, warmup=3) -> float:
+    """Median wall time of fn() in ms, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
+    """Latency at batch 1 (log-mel + encoder + decoding; median of `repeats`) per length bucket for both systems,
+    and RTFx (seconds of audio per second) at batch 64."""
+    import whisper
+    buckets = [(0, 5), (5, 10), (10, 20), (20, 30)]
+    audios = {u.id: data.load_audio(u.audio) for u in utts}
+    wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
+
+    def ours(batch):
+        mel = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
+                           for a in batch])
+        n = torch.tensor([data.n_audio_frames(len(a)) for a in batch])
+        with autocast(device):
+            feats = model.embed_audio(mel)
+            ctx = model.audio_context(feats, n)
+            tokens, scores = generate(model, ctx, opts)
+        return tokens, scores
+
+    def theirs(batch):
+        mel = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
+                           for a in batch])
+        return whisper.decode(wmodel, mel, wopts)
+
+    rows = []
+    for lo, hi in buckets:
+        ids = [k for k, a in audios.items() if lo <= len(a) / 16000 < hi][:5]
+        if not ids:
+            continue
+        ours_ms = statistics.median(time_it(lambda: ours([audios[i]]), device, repeats) for i in ids)
+        theirs_ms = statistics.median(time_it(lambda: theirs([audios[i]]), device, repeats) for i in ids)
+        rows.append(dict(bucket=f"{lo}-{hi} s", n=len(ids), whisfusion_ms=round(ours_ms, 1),
+                         whisper_tiny_en_ms=round(theirs_ms, 1), speedup=round(theirs_ms / ours_ms, 2)))
+    batch = list(audios.values())[:64]
+    batch = (batch * math.ceil(64 / len(batch)))[:64]
+    seconds = sum(len(a) for a in batch) / 16000
+    rtf_ours = seconds / (time_it(lambda: ours(batch), device, 3, 1) / 1000)
+    rtf_theirs = seconds / (time_it(lambda: theirs(batch), device, 3, 1) / 1000)
+    card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
+    result = dict(card=card, options=opts.__dict__, latency_batch1=rows,
+                  rtfx_batch64=dict(whisfusion=round(rtf_ours, 1), whisper_tiny_en=round(rtf_theirs, 1)))
+    print(f"\nbenchmark on {card}: K={opts.candidates} S={opts.steps} remask={opts.remask} adaptive={opts.adaptive}")
+    print(f"{'bucket':10s} {'n':>3s} {'Whisfusion ms':>14s} {'Whisper-tiny.en ms':>19s} {'speed-up':>9s}")
+    for r in rows:
+        print(f"{r['bucket']:10s} {r['n']:3d} {r['whisfusion_ms']:14.1f} {r['whisper_tiny_en_ms']:19.1f} "
+              f"{r['speedup']:9.2f}")
+    print(f"RTFx at batch 64: Whisfusion {rtf_ours:.0f}, Whisper-tiny.en {rtf_theirs:.0f}")
+    if out_json:
+        Path(out_json).write_text(json.dumps(result, indent=2))
+    return result
+
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="*", help="audio files to transcribe")
+    p.add_argument("--ckpt", default="checkpoints/stage2.pt", help="trained Whisfusion checkpoint")
+    p.add_argument("--eval", default=None, help="split to score: train/dev/test/test-unseen-voice/real, a "
+                   "LibriSpeech folder or a .tsv manifest")
+    p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N utterances")
+    p.add_argument("--baseline", nargs="*", default=[], help="Whisper models decoded greedily on the same split "
+                   "(tiny.en, base, or a .pt path)")
+    p.add_argument("--bench", action="store_true", help="latency and throughput benchmark vs Whisper-tiny.en")
+    p.add_argument("--bench-split", default="test", help="split whose utterances the benchmark times")
+    p.add_argument("--out", default="results", help="folder for CSV/JSON results")
+    p.add_argument("--candidates", "-K", type=int, default=15, help="K, candidates per utterance")
+    p.add_argument("--steps", "-S", type=int, default=4, help="S, decoding steps")
+    p.add_argument("--remask", choices=["random", "confidence"], default="random", help="re-masking rule")
+    p.add_argument("--select", choices=["confidence", "mbr"], default="confidence", help="candidate choice")
+    p.add_argument("--adaptive", action="store_true", help="shrink the canvas after the first step")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    args = p.parse_args(argv)
+    opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
+                         adaptive=args.adaptive)
+    try:
+        model = load_for_decoding(args.ckpt, args.device) if args.ckpt != "none" else None
+        if args.files:
+            audios = [data.load_audio(f, allow_empty=True) for f in args.files]
+            for f, t in zip(args.files, transcribe(model, audios, opts)):
+                print(f"{f}\t{t}")
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        if args.eval:
+            evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
+                     args.baseline, args.size, args.limit)
+        if args.bench:
+            wmodel = data.load_whisper("tiny.en", args.device)
+            bench(model, wmodel, data.load_split(args.bench_split, args.size), opts, args.device,
+                  Path(args.out) / "bench.json")
+    except (data.AudioError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

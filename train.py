@@ -1,0 +1,466 @@
+"""
+The Whisfusion curriculum (paper section 2), one stage per call:
+
+    python train.py --stage 0    # the decoder learns language on text alone (1/t ELBO; stands in for SMDM-170M)
+    python train.py --stage 1    # only the cross-attention adapter trains; mask ratio t ~ U(0, 1)
+    python train.py --stage 2    # adapter + LoRA (or everything with --lora-rank 0); t ~ U(0.7, 1); EMA
+
+Each stage starts from the previous stage's checkpoint in --out-dir. Several GPUs:
+    torchrun --nproc_per_node 4 train.py --stage 1
+"""
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import data
+import whisfusion as W
+
+STAGE_DEFAULTS = {  # lr, betas, weight decay, mask-ratio range, loss   (paper 2.4-2.5; stage 0 as SMDM)
+    0: dict(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, mask=(0.0, 1.0), elbo=True),
+    1: dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, mask=(0.0, 1.0), elbo=False),
+    2: dict(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.005, mask=(0.7, 1.0), elbo=False),
+}
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", type=int, choices=[0, 1, 2], required=True, help="curriculum stage to train")
+    p.add_argument("--preset", default="default", choices=list(W.PRESETS), help="model size (stage 0 only; "
+                   "later stages take the config of their init checkpoint)")
+    p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
+    p.add_argument("--train-split", default="train", help="split name, LibriSpeech folder or .tsv manifest")
+    p.add_argument("--dev-split", default="dev", help="split for the dev loss and dev WER")
+    p.add_argument("--whisper", default="tiny.en", help="Whisper checkpoint for the encoder (tiny.en, base, .pt)")
+    p.add_argument("--out-dir", default="checkpoints", help="where stage{N}.pt and logs are written")
+    p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
+    p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
+    p.add_argument("--time-limit", type=float, default=0, help="stop (and save) after this many minutes; 0 = off")
+    p.add_argument("--batch-size", type=int, default=64, help="utterances per step per process")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per stage)")
+    p.add_argument("--warmup", type=float, default=0.05, help="share of the steps spent in linear warm-up")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="the cosine ends at lr * this")
+    p.add_argument("--clip", type=float, default=0.5, help="gradient-norm clip (paper: 0.5)")
+    p.add_argument("--lora-rank", type=int, default=None, help="stage 2: LoRA rank; 0 = full fine-tune (paper)")
+    p.add_argument("--ema", type=float, default=0.995, help="stage 2: EMA decay of the trainable weights")
+    p.add_argument("--feature-dropout", type=float, default=None, help="dropout on audio features (regulariser)")
+    p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
+                   "its features once (slower; for data too large to cache)")
+    p.add_argument("--log-every", type=int, default=50, help="steps between log lines")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between dev loss / dev WER")
+    p.add_argument("--eval-utts", type=int, default=64, help="dev utterances for the quick dev WER")
+    p.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--seed", type=int, default=1337, help="random seed")
+    return p.parse_args(argv)
+
+# ----------------------------------------------------------------------------------------------------------
+# Data on the device: canvases (text) and cached encoder features (audio)
+
+def text_canvases(utts, canvas_len: int) -> torch.Tensor:
+    """Stage 0: training text (offline books + training transcripts, never dev/test) as canvases (N, L)."""
+    sents = {s for doc in data.build_text()["train"].values() for s in doc} | {u.text for u in utts}
+    rows = []
+    for s in sorted(sents):
+        try:
+            rows.append(data.make_canvas(s, canvas_len))
+        except ValueError:
+            continue  # longer than the canvas
+    return torch.tensor(rows)
+
+
+@torch.no_grad()
+def cache_features(model, utts, device, batch_size=32):
+    """Run the frozen encoder once per utterance; keep only the frames that hold audio, in fp16.
+
+    Returns flat (sum of frames, n_audio_state) and n_frames (N,): utterance i is flat[start_i : start_i + n_i]."""
+    from tqdm import tqdm
+    ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=False)
+    workers = min(8, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=workers)
+    feats, frames = [], []
+    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    for mel, n_frames, _ in tqdm(loader, desc="encoder features", disable=not is_master()):
+        with amp:
+            f = model.embed_audio(mel.to(device))  # (B, 1500, d)
+        feats += [f[i, :n].half() for i, n in enumerate(n_frames.tolist())]
+        frames.append(n_frames)
+    return torch.cat(feats), torch.cat(frames).to(device)
+
+
+class AudioBatches:
+    """Random batches of (features, n_frames, canvas) for stages 1-2, from features cached once (the encoder is
+    frozen, so its output never changes) or, with --no-cache, from the encoder at every step."""
+
+    def __init__(self, model, utts, args, device):
+        self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
+        if len(self.ds) == 0:
+            raise SystemExit(f"no usable training utterances in '{args.train_split}' (all over 30 s or the canvas)")
+        self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
+                                   for u in self.ds.utts]).to(device)
+        self.model, self.device, self.cached = model, device, not args.no_cache
+        if self.cached:
+            t0 = time.time()
+            key = hashlib.md5(("".join(u.audio for u in self.ds.utts) + model.cfg.whisper).encode()).hexdigest()
+            path = data.DATA_DIR / "features" / f"{key[:16]}.pt"
+            if path.exists():
+                self.flat, self.n_frames = torch.load(path, map_location=device, weights_only=True)
+            else:
+                self.flat, self.n_frames = cache_features(model, self.ds.utts, device)
+                if is_master():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    data.atomic_save((self.flat, self.n_frames), path)
+            self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
+            log(f"encoder features of {len(self.ds)} utterances ready in {time.time() - t0:.1f} s "
+                f"({self.flat.numel() * 2 / 2**30:.2f} GiB fp16, {path})")
+
+    def get(self, idx):
+        """-> features (B, T_max, d) zero-padded, n_frames (B,), canvas (B, L)."""
+        if self.cached:
+            n = self.n_frames[idx]
+            rows = [self.flat[s:s + k] for s, k in zip(self.start[idx].tolist(), n.tolist())]
+            return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), n, self.canvas[idx]
+        mel, n, _ = data.collate([self.ds[i] for i in idx.tolist()])
+        return self.model.embed_audio(mel.to(self.device)), n.to(self.device), self.canvas[idx]
+
+
+class Shards:
+    """Epoch-wise random permutation of range(n); process r of w takes every w-th index (a distributed sampler)."""
+
+    def __init__(self, n, batch, seed, rank, world):
+        self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
+
+    def batch_at(self, step):
+        per_epoch = max(1, self.n // (self.batch * self.world))
+        epoch, i = divmod(step, per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        if self.n < self.batch * self.world:
+            perm = perm.repeat(math.ceil(self.batch * self.world / self.n))
+        mine = perm[self.rank::self.world]
+        return mine[i * self.batch:(i + 1) * self.batch]
+
+# ----------------------------------------------------------------------------------------------------------
+# Process group, logging, checkpoints
+
+RANK, WORLD = 0, 1
+
+
+def is_master():
+    return RANK == 0
+
+
+def log(msg):
+    if is_master():
+        print(msg, flush=True)
+
+
+def setup_distributed(args):
+    """nanoGPT's way: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python train.py` runs one process."""
+    global RANK, WORLD
+    if int(os.environ.get("RANK", -1)) == -1:
+        return args.device
+    backend = "nccl" if args.device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend)
+    RANK, WORLD = dist.get_rank(), dist.get_world_size()
+    if args.device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return args.device
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(("MT19937", np.array(s["numpy"], dtype=np.uint32), 624, 0, 0.0))
+    random.setstate((3, tuple(s["python"]), None))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
+def stage_path(out_dir, stage):
+    return Path(out_dir) / f"stage{stage}.pt"
+
+
+def init_model(args, device):
+    """Stage 0: a fresh decoder on the Whisper encoder. Later stages: the previous stage's checkpoint."""
+    if args.stage == 0:
+        cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
+        cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
+        cfg.whisper = args.whisper
+        if args.feature_dropout is not None:
+            cfg.adapter.feature_dropout = args.feature_dropout
+        return W.build_model(cfg, whisper_sd).to(device), None
+    init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
+    if not init.is_file():
+        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
+                         f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
+                         f"(or pass --init PATH).")
+    model, ckpt = W.load_model(init)
+    if ckpt.get("stage") != args.stage - 1:
+        log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
+    if ckpt.get("ema") and args.stage == 2:
+        pass  # stage 2 starts from stage 1's raw weights (stage 1 keeps no EMA)
+    cfg = model.cfg
+    if args.feature_dropout is not None:
+        cfg.adapter.feature_dropout = args.feature_dropout
+        model.feature_dropout.p = args.feature_dropout
+    if args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank:
+        cfg.lora.rank = args.lora_rank  # rebuild with the asked LoRA slots; the base weights carry over
+        if args.lora_rank:
+            cfg.lora.alpha = 2.0 * args.lora_rank
+        state = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+        model = W.build_model(cfg)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all("lora_" in k for k in missing), (missing, unexpected)
+    return model.to(device), ckpt
+
+
+def save_checkpoint(args, model, optimizer, step, ema, finished, best=None):
+    """Everything needed to continue: model, optimizer, step, config, stage, RNG, EMA; written atomically."""
+    if not is_master():
+        return
+    raw = model.module if hasattr(model, "module") else model
+    W.save_model(stage_path(args.out_dir, args.stage), raw, optimizer=optimizer.state_dict(), step=step,
+                 stage=args.stage, args=vars(args), rng=rng_state(), ema=ema, finished=finished, best=best)
+
+
+def param_groups(model, weight_decay):
+    """No weight decay on norms and biases (paper 2.4), nor on the embedding."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name or name.startswith("wte") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step, args, peak):
+    """Linear warm-up, then cosine down to peak * min_lr_ratio."""
+    warm = max(1, int(args.warmup * args.steps))
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, args.steps - warm))
+    return peak * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation during training
+
+@torch.no_grad()
+def dev_metrics(model, dev, args, device, amp):
+    """Dev masked-token loss (fixed masks, t ~ the stage's range) and a quick dev WER through decode.py."""
+    import decode
+    model.eval()
+    raw = model.module if hasattr(model, "module") else model
+    g = torch.Generator(device=device).manual_seed(0)
+    lo, hi = STAGE_DEFAULTS[args.stage]["mask"]
+    losses = []
+    for i in range(0, min(len(dev.ds), 512), args.batch_size):
+        idx = torch.arange(i, min(i + args.batch_size, len(dev.ds), 512), device=device)
+        feats, n, x0 = dev.get(idx)
+        t = (lo + (hi - lo) * torch.rand(len(idx), generator=g, device=device)).clamp(1e-3, 1)
+        masked = torch.rand(x0.shape, generator=g, device=device) < t[:, None]
+        masked[:, 0] = False
+        xt = torch.where(masked, raw.cfg.decoder.mask_id, x0)
+        with amp:
+            logits = raw(xt, raw.audio_context(feats, n) if args.stage > 0 else None)
+        losses.append(W.masked_token_loss(logits, x0, masked).item())
+    out = {"dev_loss": float(np.mean(losses))}
+    if args.stage > 0 and args.eval_utts:
+        utts = dev.ds.utts[:args.eval_utts]
+        idx = torch.arange(len(utts), device=device)
+        feats, n, _ = dev.get(idx)
+        hyps = decode.transcribe_features(raw, feats, n, decode.DecodeOptions())
+        out["dev_wer"] = decode.wer([u.text for u in utts], hyps)[0]
+    model.train()
+    return out
+
+# ----------------------------------------------------------------------------------------------------------
+
+def train(args):
+    device = setup_distributed(args)
+    torch.manual_seed(args.seed + RANK)
+    random.seed(args.seed + RANK)
+    np.random.seed(args.seed + RANK)
+    hp = STAGE_DEFAULTS[args.stage]
+    peak_lr = args.lr or hp["lr"]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # model: fresh, from the previous stage, or resumed
+    resume_ckpt = None
+    if args.resume:
+        if not stage_path(out_dir, args.stage).is_file():
+            raise SystemExit(f"--resume: {stage_path(out_dir, args.stage)} does not exist; start without --resume")
+        model, resume_ckpt = W.load_model(stage_path(out_dir, args.stage), device)
+        if resume_ckpt.get("finished"):
+            log(f"{stage_path(out_dir, args.stage)} is finished; nothing to resume")
+            return resume_ckpt
+    else:
+        model, _ = init_model(args, device)
+    W.set_trainable(model, args.stage)
+    counts = W.param_counts(model)
+    log(f"stage {args.stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
+        f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
+
+    # data
+    train_utts = data.load_split(args.train_split, args.size)
+    dev_utts = data.load_split(args.dev_split, args.size)
+    if args.stage == 0:
+        canvases = text_canvases(train_utts, model.cfg.decoder.canvas_len).to(device)
+        log(f"stage 0 text: {len(canvases):,} distinct training sentences")
+        n_items = len(canvases)
+    else:
+        batches = AudioBatches(model, train_utts, args, device)
+        n_items = len(batches.ds)
+    dev = AudioBatches(model, dev_utts, argparse.Namespace(no_cache=False, train_split=args.dev_split), device)
+    shards = Shards(n_items, args.batch_size, args.seed, RANK, WORLD)
+
+    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=peak_lr, betas=hp["betas"],
+                                  fused=device.startswith("cuda"))
+    ema = None
+    if args.stage == 2 and args.ema:
+        ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
+    step = 0
+    if resume_ckpt is not None:
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        step, ema = resume_ckpt["step"], resume_ckpt.get("ema") or ema
+        if ema:
+            ema = {k: v.to(device) for k, v in ema.items()}
+        set_rng_state(resume_ckpt["rng"])
+        log(f"resumed at step {step}")
+    raw = model
+    if args.compile:
+        model = torch.compile(model)
+    if WORLD > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(os.environ["LOCAL_RANK"])]
+                                                          if device.startswith("cuda") else None)
+    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
+
+    from tqdm import tqdm
+    log_path = out_dir / f"stage{args.stage}_log.csv"
+    if is_master() and (step == 0 or not log_path.exists()):
+        log_path.write_text("step,loss,lr,dev_loss,dev_wer,utt_per_s,elapsed_s\n")
+    bar = tqdm(total=args.steps, initial=step, disable=not is_master(), desc=f"stage {args.stage}")
+    t_start, t_last, seen = time.time(), time.time(), 0
+    model.train()
+    lo, hi = hp["mask"]
+    while step < args.steps:
+        lr = lr_at(step, args, peak_lr)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for micro in range(args.grad_accum):
+            idx = shards.batch_at(step * args.grad_accum + micro).to(device)
+            if args.stage == 0:
+                x0, ctx = canvases[idx], None
+            else:
+                feats, n_frames, x0 = batches.get(idx)
+            t = W.sample_mask_ratio(len(idx), lo, hi, device=device)
+            xt, masked = W.forward_process(x0, t, raw.cfg.decoder.mask_id)
+            sync = nullcontext() if micro == args.grad_accum - 1 or WORLD == 1 else model.no_sync()
+            with sync, amp:
+                if args.stage > 0:
+                    ctx = raw.audio_context(feats, n_frames)
+                logits = model(xt, ctx)
+                loss = W.elbo_loss(logits, x0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, x0, masked)
+                (loss / args.grad_accum).backward()
+            total += loss.item() / args.grad_accum
+            seen += len(idx) * WORLD
+        if not math.isfinite(total):
+            raise SystemExit(f"loss is {total} at step {step}: stopping. The last good checkpoint is "
+                             f"{stage_path(out_dir, args.stage)}; resume with a lower --lr (now {peak_lr}).")
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                for n, p in raw.named_parameters():
+                    if n in ema:
+                        ema[n].lerp_(p.float(), 1 - args.ema)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}")
+        row = None
+        if step % args.log_every == 0 or step == args.steps:
+            rate = seen / (time.time() - t_last)
+            t_last, seen = time.time(), 0
+            row = dict(step=step, loss=round(total, 4), lr=lr, dev_loss="", dev_wer="", utt_per_s=round(rate, 1),
+                       elapsed_s=round(time.time() - t_start, 1))
+        if is_master() and (step % args.eval_every == 0 or step == args.steps):
+            row = row or dict(step=step, loss=round(total, 4), lr=lr, dev_loss="", dev_wer="", utt_per_s="",
+                              elapsed_s=round(time.time() - t_start, 1))
+            with swap_in(raw, ema):
+                row.update(dev_metrics(raw, dev, args, device, amp))
+        if row and is_master():
+            bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                                 if v != ""))
+            with open(log_path, "a") as f:
+                csv.DictWriter(f, row.keys()).writerow(row)
+        out_of_time = args.time_limit and time.time() - t_start > 60 * args.time_limit
+        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
+            save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps)
+        if out_of_time:
+            log(f"time limit of {args.time_limit} min reached at step {step}; resume with --resume")
+            break
+    bar.close()
+    if WORLD > 1:
+        dist.destroy_process_group()
+    return {"step": step, "loss": total}
+
+
+class swap_in:
+    """Temporarily put the EMA weights into the model (for evaluation)."""
+
+    def __init__(self, model, ema):
+        self.model, self.ema, self.saved = model, ema, None
+
+    def __enter__(self):
+        if self.ema:
+            params = dict(self.model.named_parameters())
+            self.saved = {n: params[n].detach().clone() for n in self.ema}
+            with torch.no_grad():
+                for n, v in self.ema.items():
+                    params[n].copy_(v)
+
+    def __exit__(self, *exc):
+        if self.saved:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for n, v in self.saved.items():
+                    params[n].copy_(v)
+
+
+def main(argv=None):
+    args = get_args(argv)
+    try:
+        return train(args)
+    except torch.cuda.OutOfMemoryError:
+        raise SystemExit(f"out of GPU memory at --batch-size {args.batch_size}: try --batch-size "
+                         f"{max(1, args.batch_size // 2)} --grad-accum {args.grad_accum * 2}") from None
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()

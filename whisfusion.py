@@ -1,0 +1,477 @@
+"""
+Whisfusion (Kwon et al. 2025, arXiv 2508.07048): a frozen Whisper encoder feeds a masked text-diffusion decoder
+through a cross-attention adapter in every block. This file is the whole model:
+
+    mel (B, 80, 3000) --Whisper encoder (frozen)--> audio features (B, 1500, d_enc)
+        --adapter projection + per-block K/V (computed once per utterance)--> AudioContext
+    canvas x_t (B, L) of token ids, some of them [MASK]
+        --embedding--> N x [ self-attention (bidirectional, RoPE) -> cross-attention adapter -> SwiGLU MLP ]
+        --RMSNorm, head--> logits (B, L, vocab) for every position: the prediction of the clean canvas x_0
+
+plus hand-rolled LoRA, the masked-diffusion forward process and losses, and checkpoints.
+"""
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs (saved inside every checkpoint)
+
+@dataclass
+class EncoderConfig:
+    """Whisper's encoder dims, in Whisper's own names (whisper.model.ModelDimensions)."""
+    n_mels: int = 80
+    n_audio_ctx: int = 1500  # encoder output frames for 30 s
+    n_audio_state: int = 384  # tiny.en 384, base 512, small 768
+    n_audio_head: int = 6
+    n_audio_layer: int = 4
+
+
+@dataclass
+class DecoderConfig:
+    """The masked diffusion decoder (SMDM's LLaMA-style bidirectional transformer)."""
+    n_layer: int = 8
+    n_head: int = 8
+    n_embd: int = 512
+    n_mlp: int = 1408  # SwiGLU hidden width
+    canvas_len: int = 128  # fixed token canvas: [sot, text..., eot, eot, ...]
+    vocab_size: int = 51864  # Whisper's English tokenizer; the head predicts these ids
+    mask_id: int = 51864  # [MASK] = vocab_size: an input-only id (the embedding has one more row than the head)
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class AdapterConfig:
+    """The cross-attention adapter in every block (paper 1.4); heads follow the decoder's."""
+    feature_dropout: float = 0.0  # dropout on the audio features in training (a regulariser; not in the paper)
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 16  # 0 = no LoRA: stage 2 then fine-tunes the whole decoder, as the paper does
+    alpha: float = 32.0  # the update is scaled by alpha / rank
+    targets: tuple = ("attn.qkv", "attn.proj", "mlp.w1", "mlp.w2", "mlp.w3")
+
+
+@dataclass
+class WhisfusionConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    whisper: str = "tiny.en"  # which Whisper checkpoint the encoder weights come from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WhisfusionConfig":
+        sub = {"encoder": EncoderConfig, "decoder": DecoderConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
+        kw = {k: sub[k](**v) if k in sub else v for k, v in d.items()}
+        if "lora" in kw:
+            kw["lora"].targets = tuple(kw["lora"].targets)
+        return cls(**kw)
+
+
+PRESETS = {
+    # CPU tests in seconds (the real tiny.en encoder still produces the features)
+    "tiny": WhisfusionConfig(decoder=DecoderConfig(n_layer=2, n_head=2, n_embd=64, n_mlp=176, canvas_len=64),
+                             lora=LoRAConfig(rank=4, alpha=8.0)),
+    # the GPU demo: 8 x 512, about 88 M parameters with the 51k-token embedding and head
+    "default": WhisfusionConfig(adapter=AdapterConfig(feature_dropout=0.1)),
+    # the SMDM-170M shape the paper used, meant for a Whisper-small encoder (768 wide: no projection needed)
+    "paper": WhisfusionConfig(encoder=EncoderConfig(n_audio_state=768, n_audio_head=12, n_audio_layer=12),
+                              decoder=DecoderConfig(n_layer=18, n_head=12, n_embd=768, n_mlp=3072, canvas_len=256),
+                              lora=LoRAConfig(rank=0), whisper="small"),
+}
+
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks
+
+class RMSNorm(nn.Module):
+    """y = x / rms(x) * w, computed in fp32 (fp16/bf16 can overflow the mean of squares)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_cache(seq_len: int, head_size: int, base: float, device=None):
+    """cos, sin of shape (T, head_size) for NeoX-style ("rotate half") rotary positions."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2, device=device).float() / head_size)  # (hs/2,)
+    angles = torch.outer(torch.arange(seq_len, device=device).float(), inv_freq)  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """x: (B, nh, T, hs). With x1, x2 the two halves of hs: (x1 cos - x2 sin, x2 cos + x1 sin)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).type_as(x)
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention with RoPE; no causal mask: every token sees the whole canvas."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class CrossAttention(nn.Module):
+    """The adapter (paper 1.4): queries from the text, keys/values from the audio; no positions, no gate.
+
+    The audio side (kv_proj of the features) depends only on the utterance, so `audio_kv` computes it once and
+    every decoding step and candidate reuses it."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.kv_proj = nn.Linear(cfg.n_embd, 2 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def audio_kv(self, audio):
+        """audio: (B, Ta, C) projected features -> k, v: (B, nh, Ta, hs) each."""
+        B, Ta, C = audio.shape
+        k, v = self.kv_proj(audio).split(C, dim=2)  # 2 x (B, Ta, C)
+        k = k.view(B, Ta, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Ta, hs)
+        v = v.view(B, Ta, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Ta, hs)
+        return k, v
+
+    def forward(self, x, k, v, mask=None):
+        """x: (B, T, C); k, v: (B, nh, Ta, hs); mask: (B, 1, 1, Ta) bool, True where a frame holds audio."""
+        B, T, C = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """LLaMA MLP: w3(silu(w1 x) * w2 x), no biases."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.n_embd, cfg.n_mlp, bias=False)
+        self.w2 = nn.Linear(cfg.n_embd, cfg.n_mlp, bias=False)
+        self.w3 = nn.Linear(cfg.n_mlp, cfg.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: self-attention -> cross-attention adapter -> MLP."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.norm_1, self.attn = RMSNorm(cfg.n_embd, cfg.norm_eps), SelfAttention(cfg)
+        self.norm_cross, self.cross_attn = RMSNorm(cfg.n_embd, cfg.norm_eps), CrossAttention(cfg)  # the adapter
+        self.norm_2, self.mlp = RMSNorm(cfg.n_embd, cfg.norm_eps), SwiGLU(cfg)
+
+    def forward(self, x, cos, sin, kv=None, mask=None):
+        x = x + self.attn(self.norm_1(x), cos, sin)
+        if kv is not None:  # without audio (stage-0 text pretraining) the block is exactly SMDM's
+            x = x + self.cross_attn(self.norm_cross(x), *kv, mask=mask)
+        return x + self.mlp(self.norm_2(x))
+
+
+@dataclass
+class AudioContext:
+    """What the decoder needs of one batch of utterances: per-block (k, v) and the frame mask.
+
+    kv[i] = (k, v), each (B, nh, Ta, hs); mask (B, 1, 1, Ta) bool or None (all frames hold audio)."""
+    kv: list
+    mask: torch.Tensor | None
+
+    def repeat(self, n: int) -> "AudioContext":
+        """Each utterance n times in a row (B*n candidates), without recomputing anything: for B = 1 a view."""
+        def rep(t):
+            return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t.repeat_interleave(n, dim=0)
+        return AudioContext([(rep(k), rep(v)) for k, v in self.kv], None if self.mask is None else rep(self.mask))
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+
+class Whisfusion(nn.Module):
+    def __init__(self, cfg: WhisfusionConfig):
+        super().__init__()
+        from whisper.model import AudioEncoder
+        self.cfg = cfg
+        e, d = cfg.encoder, cfg.decoder
+        self.encoder = AudioEncoder(e.n_mels, e.n_audio_ctx, e.n_audio_state, e.n_audio_head, e.n_audio_layer)
+        self.encoder.requires_grad_(False)  # frozen in every stage
+        # adapter input: project the encoder width to the decoder width when they differ (not in the paper,
+        # whose Whisper-small and SMDM-170M are both 768 wide)
+        self.audio_proj = nn.Linear(e.n_audio_state, d.n_embd, bias=False) if e.n_audio_state != d.n_embd \
+            else nn.Identity()
+        self.feature_dropout = nn.Dropout(cfg.adapter.feature_dropout)
+        self.wte = nn.Embedding(d.vocab_size + 1, d.n_embd)  # + 1 row: [MASK]
+        self.blocks = nn.ModuleList([Block(d) for _ in range(d.n_layer)])
+        self.ln_f = RMSNorm(d.n_embd, d.norm_eps)
+        self.lm_head = nn.Linear(d.n_embd, d.vocab_size, bias=False)  # no row for [MASK]: it is never predicted
+        cos, sin = rope_cache(d.canvas_len, d.n_embd // d.n_head, d.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)) and not isinstance(m, LoRALinear):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # the frozen encoder never leaves eval mode
+        return self
+
+    @torch.no_grad()
+    def embed_audio(self, mel):
+        """mel (B, n_mels, 3000) -> Whisper features (B, 1500, n_audio_state). Frozen, no gradients."""
+        return self.encoder(mel)
+
+    def audio_context(self, features, n_frames=None) -> AudioContext:
+        """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (paper 1.4).
+
+        n_frames (B,): frames that hold audio; cross-attention ignores the rest (the 30 s padding) and the
+        features are cut to the longest clip in the batch."""
+        mask = None
+        if n_frames is not None:
+            n_frames = n_frames.to(features.device)
+            Ta = int(n_frames.max())
+            features = features[:, :Ta]
+            mask = (torch.arange(Ta, device=features.device) < n_frames[:, None])[:, None, None, :]  # (B,1,1,Ta)
+        audio = self.feature_dropout(self.audio_proj(features.to(self.wte.weight.dtype)))  # (B, Ta, n_embd)
+        return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask)
+
+    def forward(self, tokens, ctx: AudioContext | None = None):
+        """tokens (B, L) with [MASK] at the positions to predict -> logits (B, L, vocab_size)."""
+        B, L = tokens.shape
+        cos, sin = self.rope_cos[:L], self.rope_sin[:L]
+        x = self.wte(tokens)  # (B, L, C)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cos, sin, None if ctx is None else ctx.kv[i], None if ctx is None else ctx.mask)
+        return self.lm_head(self.ln_f(x))  # (B, L, vocab_size)
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameter groups: which parts train in which stage
+
+def is_adapter(name: str) -> bool:
+    return "cross_attn" in name or "norm_cross" in name or name.startswith("audio_proj")
+
+
+def set_trainable(model: Whisfusion, stage: int):
+    """Stage 0: the decoder (no adapter, no encoder). Stage 1: the adapter only. Stage 2: adapter + LoRA, or
+    adapter + the whole decoder when the model has no LoRA (the paper's full fine-tune)."""
+    has_lora = any("lora_" in n for n, _ in model.named_parameters())
+    for name, p in model.named_parameters():
+        if name.startswith("encoder."):
+            p.requires_grad = False
+        elif stage == 0:
+            p.requires_grad = not is_adapter(name) and "lora_" not in name
+        elif stage == 1:
+            p.requires_grad = is_adapter(name)
+        else:
+            p.requires_grad = is_adapter(name) or ("lora_" in name if has_lora else True)
+
+
+def param_counts(model: Whisfusion) -> dict:
+    """Parameters per part: encoder, adapter, lora, decoder (embedding, blocks, head), and trainable."""
+    parts = {"encoder": 0, "adapter": 0, "lora": 0, "decoder": 0, "trainable": 0}
+    for name, p in model.named_parameters():
+        part = "encoder" if name.startswith("encoder.") else "adapter" if is_adapter(name) \
+            else "lora" if "lora_" in name else "decoder"
+        parts[part] += p.numel()
+        parts["trainable"] += p.numel() if p.requires_grad else 0
+    return parts
+
+
+def expected_param_counts(cfg: WhisfusionConfig) -> dict:
+    """The same numbers from the config alone (what param_counts must match)."""
+    e, d, C = cfg.encoder, cfg.decoder, cfg.decoder.n_embd
+    enc_block = 4 * e.n_audio_state**2 + 3 * e.n_audio_state + 2 * 4 * e.n_audio_state**2 + 5 * e.n_audio_state \
+        + 4 * e.n_audio_state  # attn (q,k,v,out; 3 biases) + mlp (2 linears, biases) + 2 layer norms
+    encoder = e.n_mels * e.n_audio_state * 3 + e.n_audio_state + e.n_audio_state**2 * 3 + e.n_audio_state \
+        + e.n_audio_layer * enc_block + 2 * e.n_audio_state  # convs + blocks + ln_post (positions: a buffer)
+    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0)
+    decoder = (d.vocab_size + 1) * C + d.vocab_size * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
+    return {"encoder": encoder, "adapter": adapter, "decoder": decoder}
+
+# ----------------------------------------------------------------------------------------------------------
+# LoRA (Hu et al. 2021), hand-rolled
+
+class LoRALinear(nn.Linear):
+    """y = x W^T + (alpha / r) * x A^T B^T, with W frozen. B starts at zero, so LoRA starts as the identity.
+
+    merge() folds the update into W for fast inference; unmerge() takes it out again. Neither happens
+    implicitly: .eval() and .train() never rewrite weights."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float):
+        super().__init__(in_features, out_features, bias=False)
+        self.rank, self.scale, self.merged = rank, alpha / rank, False
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))  # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))  # (out, r)
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.weight.requires_grad = False
+
+    def forward(self, x):
+        y = F.linear(x, self.weight)
+        if self.merged:
+            return y
+        return y + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale  # (.., r) -> (.., out)
+
+    @torch.no_grad()
+    def merge(self):
+        if not self.merged:
+            self.weight += (self.lora_B @ self.lora_A) * self.scale
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if self.merged:
+            self.weight -= (self.lora_B @ self.lora_A) * self.scale
+            self.merged = False
+
+
+def add_lora(model: Whisfusion, cfg: LoRAConfig) -> Whisfusion:
+    """Replace the target Linears of every decoder block by LoRALinear (same base weights). rank 0: no-op."""
+    if cfg.rank == 0:
+        return model
+    for blk in model.blocks:
+        for target in cfg.targets:
+            parent_name, attr = target.rsplit(".", 1)
+            parent = blk.get_submodule(parent_name)
+            old = getattr(parent, attr)
+            new = LoRALinear(old.in_features, old.out_features, cfg.rank, cfg.alpha).to(old.weight.device)
+            new.weight.data.copy_(old.weight.data)
+            setattr(parent, attr, new)
+    return model
+
+
+def lora_modules(model):
+    return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+def merge_lora(model):
+    for m in lora_modules(model):
+        m.merge()
+
+
+def unmerge_lora(model):
+    for m in lora_modules(model):
+        m.unmerge()
+
+
+def trainable_state_dict(model) -> dict:
+    """Only what training changed (adapter, LoRA, ...): a small file instead of the whole model."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
+
+# ----------------------------------------------------------------------------------------------------------
+# The masked diffusion objective (SMDM / MDLM; paper 2.2-2.3)
+
+def sample_mask_ratio(batch: int, low: float = 0.0, high: float = 1.0, eps: float = 1e-3, device=None):
+    """t per sequence, uniform in [low, high], kept in [eps, 1] so that 1/t stays finite."""
+    t = low + (high - low) * torch.rand(batch, device=device)
+    return t.clamp(eps, 1.0)
+
+
+def forward_process(x0, t, mask_id: int):
+    """Corrupt clean canvases x0 (B, L): each position except the start one becomes [MASK] with probability t.
+
+    Returns x_t (B, L) and masked (B, L) bool."""
+    masked = torch.rand(x0.shape, device=x0.device) < t[:, None]
+    masked[:, 0] = False  # the start token is given, never predicted
+    return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
+
+
+def masked_token_loss(logits, x0, masked):
+    """The paper's stage 1 and 2 loss: mean cross-entropy over the masked tokens (no 1/t weight)."""
+    return F.cross_entropy(logits[masked].float(), x0[masked])
+
+
+def elbo_loss(logits, x0, masked, t):
+    """Stage-0 loss, SMDM's continuous-time ELBO: sum over masked tokens of CE / t, divided by B * L."""
+    ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
+    return (ce * masked / t[:, None]).sum() / x0.numel()
+
+# ----------------------------------------------------------------------------------------------------------
+# Building and checkpoints
+
+def build_model(cfg: WhisfusionConfig, encoder_weights: dict | None = None) -> Whisfusion:
+    """A fresh model with LoRA slots; encoder_weights: an openai-whisper state dict (its encoder.* keys load)."""
+    model = add_lora(Whisfusion(cfg), cfg.lora)
+    if encoder_weights is not None:
+        load_encoder(model, encoder_weights)
+    return model
+
+
+def load_encoder(model: Whisfusion, whisper_state: dict):
+    """Load only the encoder.* keys of a Whisper checkpoint, strictly (every key, every shape)."""
+    enc = {k[len("encoder."):]: v.float() for k, v in whisper_state.items() if k.startswith("encoder.")}
+    model.encoder.load_state_dict(enc, strict=True)
+
+
+def whisper_encoder_dims(ckpt_path) -> tuple[EncoderConfig, dict]:
+    """(EncoderConfig, state dict) of an openai-whisper .pt file."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    dims = ckpt["dims"]
+    names = [f.name for f in fields(EncoderConfig)]
+    return EncoderConfig(**{k: dims[k] for k in names}), ckpt["model_state_dict"]
+
+
+def config_diff(a: dict, b: dict, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb and not (isinstance(va, (list, tuple)) and list(va) == list(vb or [])):
+            out.append(f"{prefix}{k}: {va} != {vb}")
+    return out
+
+
+def save_model(path, model: Whisfusion, **extra):
+    """Config + weights (the frozen encoder included, so a checkpoint stands alone), written atomically."""
+    import os
+    obj = {"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path, device="cpu", expect: WhisfusionConfig | None = None) -> tuple[Whisfusion, dict]:
+    """Rebuild a model from a checkpoint (weights_only=True: no code runs). With `expect`, a config that
+    differs is a clear error naming the fields."""
+    import os
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist (train one with `python train.py --stage 0`)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = WhisfusionConfig.from_dict(ckpt["config"])
+    if expect is not None and (diff := config_diff(expect.to_dict(), cfg.to_dict())):
+        raise ValueError(f"{path}: config does not match; differing fields (expected != checkpoint): "
+                         + "; ".join(diff))
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.to(device), ckpt
