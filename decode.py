@@ -306,6 +306,41 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
         Path(out_json).write_text(json.dumps(result, indent=2))
     return result
 
+def ablate(model, split, device, size="default", limit=None, latency_utts=8, out_json=None):
+    """One table: WER and batch-1 decoding latency (encoded audio in, text out) for each decoding variant."""
+    utts = data.load_split(split, size)[:limit]
+    audios = [data.load_audio(u.audio) for u in utts]
+    refs = [u.text for u in utts]
+    mel = torch.stack([data.log_mel(a) for a in audios])
+    n_frames = torch.tensor([data.n_audio_frames(len(a)) for a in audios])
+    with torch.no_grad(), autocast(device):
+        feats = torch.cat([model.embed_audio(mel[i:i + 32].to(device)) for i in range(0, len(mel), 32)])
+    base = DecodeOptions()
+    variants = [("paper default K=15 S=4", base)] + \
+        [(f"K={k}", replace(base, candidates=k)) for k in (1, 5, 30)] + \
+        [(f"S={s}", replace(base, steps=s)) for s in (1, 2, 8)] + \
+        [("low-confidence re-masking", replace(base, remask="confidence")),
+         ("MBR selection", replace(base, select="mbr")),
+         ("adaptive canvas", replace(base, adaptive=True)),
+         ("MBR + adaptive", replace(base, select="mbr", adaptive=True))]
+    rows = []
+    print(f"\nablation on {split} ({len(utts)} utterances), {torch.cuda.get_device_name() if str(device).startswith('cuda') else 'cpu'}")
+    print(f"{'variant':28s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'decode ms (batch 1)':>20s}")
+    for name, opts in variants:
+        hyps = transcribe_features(model, feats, n_frames, opts)
+        c, m, _ = wer(refs, hyps)
+
+        def one(i):
+            with autocast(device):
+                ctx = model.audio_context(feats[i:i + 1], n_frames[i:i + 1])
+                return generate(model, ctx, opts)
+        ms = statistics.median(time_it(lambda: one(i), device, 5, 2) for i in range(min(latency_utts, len(utts))))
+        rows.append(dict(variant=name, corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), decode_ms=round(ms, 2)))
+        print(f"{name:28s} {c:13.2f} {m:15.2f} {ms:20.2f}")
+    if out_json:
+        Path(out_json).write_text(json.dumps(rows, indent=2))
+    return rows
+
 # ----------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -320,6 +355,7 @@ def main(argv=None):
                    "(tiny.en, base, or a .pt path)")
     p.add_argument("--bench", action="store_true", help="latency and throughput benchmark vs Whisper-tiny.en")
     p.add_argument("--bench-split", default="test", help="split whose utterances the benchmark times")
+    p.add_argument("--ablate", default=None, help="split on which to compare decoding variants (WER, latency)")
     p.add_argument("--out", default="results", help="folder for CSV/JSON results")
     p.add_argument("--candidates", "-K", type=int, default=15, help="K, candidates per utterance")
     p.add_argument("--steps", "-S", type=int, default=4, help="S, decoding steps")
@@ -340,6 +376,9 @@ def main(argv=None):
         if args.eval:
             evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
                      args.baseline, args.size, args.limit)
+        if args.ablate:
+            ablate(model, args.ablate, args.device, args.size, args.limit,
+                   out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")
         if args.bench:
             wmodel = data.load_whisper("tiny.en", args.device)
             bench(model, wmodel, data.load_split(args.bench_split, args.size), opts, args.device,

@@ -48,7 +48,8 @@ def get_args(argv=None):
     p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
     p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
-    p.add_argument("--time-limit", type=float, default=0, help="stop (and save) after this many minutes; 0 = off")
+    p.add_argument("--time-limit", type=float, default=0, help="a budget in minutes: the schedule anneals by "
+                   "whichever of --steps and the time limit comes first, and the run ends there; 0 = off")
     p.add_argument("--batch-size", type=int, default=64, help="utterances per step per process")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per stage)")
@@ -255,12 +256,16 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step, args, peak):
-    """Linear warm-up, then cosine down to peak * min_lr_ratio."""
+def lr_at(step, args, peak, elapsed_s=0.0):
+    """Linear warm-up, then cosine down to peak * min_lr_ratio. With --time-limit, progress is the larger of
+    the step and the time fractions, so a time-budgeted run still ends fully annealed."""
     warm = max(1, int(args.warmup * args.steps))
-    if step < warm:
-        return peak * (step + 1) / warm
-    progress = min(1.0, (step - warm) / max(1, args.steps - warm))
+    progress = step / args.steps
+    if args.time_limit:
+        progress = max(progress, elapsed_s / (60 * args.time_limit))
+    if progress < args.warmup:
+        return peak * max(step + 1, progress / args.warmup * warm) / warm
+    progress = min(1.0, (progress - args.warmup) / (1 - args.warmup))
     return peak * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 # ----------------------------------------------------------------------------------------------------------
@@ -366,7 +371,7 @@ def train(args):
     model.train()
     lo, hi = hp["mask"]
     while step < args.steps:
-        lr = lr_at(step, args, peak_lr)
+        lr = lr_at(step, args, peak_lr, time.time() - t_start)
         for g in optimizer.param_groups:
             g["lr"] = lr
         total = 0.0
@@ -417,11 +422,19 @@ def train(args):
                                  if v != ""))
             with open(log_path, "a") as f:
                 csv.DictWriter(f, row.keys()).writerow(row)
-        out_of_time = args.time_limit and time.time() - t_start > 60 * args.time_limit
+        out_of_time = bool(args.time_limit) and time.time() - t_start > 60 * args.time_limit
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
-            save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps)
+            save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps or out_of_time)
         if out_of_time:
-            log(f"time limit of {args.time_limit} min reached at step {step}; resume with --resume")
+            log(f"time budget of {args.time_limit} min used at step {step}: the schedule has annealed; done")
+            if is_master():
+                with swap_in(raw, ema):
+                    row = dict(step=step, loss=round(total, 4), lr=lr, utt_per_s="",
+                               elapsed_s=round(time.time() - t_start, 1), **dev_metrics(raw, dev, args, device, amp))
+                log(" | ".join(f"{k} {v}" for k, v in row.items()))
+                with open(log_path, "a") as f:
+                    csv.DictWriter(f, ["step", "loss", "lr", "dev_loss", "dev_wer", "utt_per_s", "elapsed_s"]
+                                   ).writerow(row)
             break
     bar.close()
     if WORLD > 1:
