@@ -312,6 +312,10 @@ def train(args):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # data first, so that missing data fails before anything heavy happens
+    train_utts = data.load_split(args.train_split, args.size)
+    dev_utts = data.load_split(args.dev_split, args.size)
+
     # model: fresh, from the previous stage, or resumed
     resume_ckpt = None
     if args.resume:
@@ -328,9 +332,6 @@ def train(args):
     log(f"stage {args.stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
         f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
 
-    # data
-    train_utts = data.load_split(args.train_split, args.size)
-    dev_utts = data.load_split(args.dev_split, args.size)
     if args.stage == 0:
         canvases = text_canvases(train_utts, model.cfg.decoder.canvas_len).to(device)
         log(f"stage 0 text: {len(canvases):,} distinct training sentences")

