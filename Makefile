@@ -5,6 +5,7 @@ BIN     := .venv/bin
 SIZE    ?= small
 PRESET  ?= tiny
 MINUTES ?= 4
+BATCH   ?= 16
 OUT     ?= checkpoints/$(SIZE)
 APT     := pocketsphinx-testdata bible-kjv wordnet-base fortunes fortunes-min espeak-ng flite festival \
            festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
@@ -39,11 +40,11 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 # CPU demo: small corpus, tiny model, stage 0 -> 1 -> 2 with a time budget each, evaluation next to Whisper.
-# GPU: make demo SIZE=default PRESET=default MINUTES=4
+# GPU: make demo SIZE=default PRESET=default MINUTES=4 BATCH=128
 demo: setup
 	$(BIN)/python data.py --size $(SIZE) --weights tiny.en
-	$(BIN)/python train.py --stage 0 --preset $(PRESET) --size $(SIZE) --out-dir $(OUT) --steps 100000 --time-limit $(MINUTES)
-	$(BIN)/python train.py --stage 1 --size $(SIZE) --out-dir $(OUT) --steps 100000 --time-limit $(MINUTES)
-	$(BIN)/python train.py --stage 2 --size $(SIZE) --out-dir $(OUT) --steps 100000 --time-limit $(MINUTES) --lora-rank 0
+	$(BIN)/python train.py --stage 0 --preset $(PRESET) --size $(SIZE) --out-dir $(OUT) --steps 100000 --time-limit $(MINUTES) --batch-size $(BATCH)
+	$(BIN)/python train.py --stage 1 --size $(SIZE) --out-dir $(OUT) --steps 100000 --time-limit $(MINUTES) --batch-size $(BATCH)
+	$(BIN)/python train.py --stage 2 --size $(SIZE) --out-dir $(OUT) --steps 100000 --time-limit $(MINUTES) --batch-size $(BATCH) --lora-rank 0
 	for s in test test-unseen-voice real; do \
 	  $(BIN)/python decode.py --ckpt $(OUT)/stage2.pt --size $(SIZE) --eval $$s --baseline tiny.en --out results/$(SIZE) || exit 1; done

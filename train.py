@@ -438,6 +438,8 @@ def train(args):
                                    ).writerow(row)
             break
     bar.close()
+    if device.startswith("cuda"):
+        log(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB on {torch.cuda.get_device_name()}")
     if WORLD > 1:
         dist.destroy_process_group()
     return {"step": step, "loss": total}
