@@ -413,6 +413,7 @@ def train(args):
             t_last, seen = time.time(), 0
             row = dict(step=step, loss=round(total, 4), lr=lr, dev_loss="", dev_wer="", utt_per_s=round(rate, 1),
                        elapsed_s=round(time.time() - t_start, 1))
+            log(f"throughput {rate:.0f} utterances/s = {rate * raw.cfg.decoder.canvas_len:.0f} canvas tokens/s")
         if is_master() and (step % args.eval_every == 0 or step == args.steps):
             row = row or dict(step=step, loss=round(total, 4), lr=lr, dev_loss="", dev_wer="", utt_per_s="",
                               elapsed_s=round(time.time() - t_start, 1))
