@@ -274,10 +274,11 @@ def read_r_rdb(rdx: Path, rdb: Path) -> dict[str, list[str]]:
                 refs.append(item())
                 return refs[-1]
             if kind == 2:  # pairlist: [attr] [tag] car cdr
-                attr = item() if has_attr else None
+                if has_attr:
+                    item()  # attributes of a pairlist cell: not needed here
                 tag = item() if has_tag else None
                 car, cdr = item(), item()
-                return [(tag, car)] + (cdr or []) if attr is None else [(tag, car)] + (cdr or [])
+                return [(tag, car)] + (cdr or [])
             if kind == 9:  # string
                 n = i32()
                 pos += max(n, 0)

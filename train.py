@@ -221,8 +221,6 @@ def init_model(args, device):
     model, ckpt = W.load_model(init)
     if ckpt.get("stage") != args.stage - 1:
         log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
-    if ckpt.get("ema") and args.stage == 2:
-        pass  # stage 2 starts from stage 1's raw weights (stage 1 keeps no EMA)
     cfg = model.cfg
     if args.feature_dropout is not None:
         cfg.adapter.feature_dropout = args.feature_dropout
