@@ -490,9 +490,11 @@ def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
         if _piper.stdout.readline().strip() != "ok":
             raise RuntimeError(f"piper failed on: {text}")
         return
-    subprocess.run(cmd, check=True, capture_output=True)
-    if voice.engine == "festival":
-        os.unlink(f.name)
+    try:
+        subprocess.run(cmd, check=True, capture_output=True)
+    finally:
+        if voice.engine == "festival":
+            os.unlink(f.name)  # the text file, also when festival fails
 
 # ----------------------------------------------------------------------------------------------------------
 # Audio

@@ -212,21 +212,19 @@ def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="defau
     utts = data.load_split(split, size)[:limit]
     audios = [data.load_audio(u.audio) for u in tqdm(utts, desc=f"load {split}")]
     refs = [u.text for u in utts]
-    results, hyps_by = {}, {}
-    if model is not None:
-        t0 = time.time()
-        hyps_by["whisfusion"] = transcribe(model, audios, opts)
-        results["whisfusion"] = (*wer(refs, hyps_by["whisfusion"])[:2], time.time() - t0)
+    systems = {"whisfusion": lambda: transcribe(model, audios, opts)} if model is not None else {}
     for name in baselines:
-        wmodel = data.load_whisper(name, device)
+        systems[f"whisper-{name}"] = lambda name=name: whisper_transcribe(data.load_whisper(name, device), audios, device)
+    results, hyps_by, pers = {}, {}, {}
+    for key, run in systems.items():  # each system decoded and scored once
         t0 = time.time()
-        hyps_by[f"whisper-{name}"] = whisper_transcribe(wmodel, audios, device)
-        results[f"whisper-{name}"] = (*wer(refs, hyps_by[f"whisper-{name}"])[:2], time.time() - t0)
+        hyps_by[key] = run()
+        corpus, mean_utt, pers[key] = wer(refs, hyps_by[key])
+        results[key] = (corpus, mean_utt, time.time() - t0)
     if out_csv:
         with open(out_csv, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "reference"] + [f"{k}_hyp" for k in hyps_by] + [f"{k}_wer" for k in hyps_by])
-            pers = {k: wer(refs, h)[2] for k, h in hyps_by.items()}
             for i, u in enumerate(utts):
                 w.writerow([u.id, u.text] + [hyps_by[k][i] for k in hyps_by] + [f"{pers[k][i]:.1f}" for k in hyps_by])
     print(f"\n{split}: {len(utts)} utterances, {sum(len(a) for a in audios) / 16000 / 60:.1f} min of audio")
@@ -265,9 +263,12 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
     audios = {u.id: data.load_audio(u.audio) for u in utts}
     wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
 
+    def mels(batch):  # log-mel on the device, inside the timed region for both systems
+        return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
+                            for a in batch])
+
     def ours(batch):
-        mel = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
-                           for a in batch])
+        mel = mels(batch)
         n = torch.tensor([data.n_audio_frames(len(a)) for a in batch])
         with autocast(device):
             feats = model.embed_audio(mel)
@@ -276,9 +277,7 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
         return tokens, scores
 
     def theirs(batch):
-        mel = torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
-                           for a in batch])
-        return whisper.decode(wmodel, mel, wopts)
+        return whisper.decode(wmodel, mels(batch), wopts)
 
     rows = []
     for lo, hi in buckets:
