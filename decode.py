@@ -38,18 +38,21 @@ class DecodeOptions:
     adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
     margin: int = 8
     seed: int = 0
+    cuda_graph: bool = True  # on a GPU, replay encoder + K/V + all S steps as one CUDA graph (not with adaptive)
 
 
-def mask_for_step(conf, ratio, opts: DecodeOptions, generator):
-    """Which positions to (re-)predict at this step: (N, L) bool; position 0 (the start token) never."""
+def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
+    """Which positions to (re-)predict at this step: (N, L) bool; position 0 (the start token) never.
+
+    noise (N, L): uniform [0, 1) numbers drawn up front, so the loop itself holds no random-number calls."""
     N, L = conf.shape
     if ratio >= 1.0:
         masked = torch.ones(N, L, dtype=torch.bool, device=conf.device)
     elif opts.remask == "random":
-        masked = torch.rand(N, L, generator=generator, device=conf.device) < ratio
+        masked = noise < ratio
     else:  # confidence: the ratio*L least confident positions; a little noise lets the K candidates differ
-        noise = torch.rand(N, L, generator=generator, device=conf.device).log().neg().log().neg()  # Gumbel
-        noisy = conf.clamp_min(1e-9).log() + 0.5 * noise * (torch.arange(N, device=conf.device) % 2)[:, None]
+        gumbel = noise.clamp_min(1e-12).log().neg().log().neg()
+        noisy = conf.clamp_min(1e-9).log() + 0.5 * gumbel * (torch.arange(N, device=conf.device) % 2)[:, None]
         k = max(1, int(round(ratio * (L - 1))))
         masked = torch.zeros(N, L, dtype=torch.bool, device=conf.device)
         masked.scatter_(1, noisy[:, 1:].topk(k, dim=1, largest=False).indices + 1, True)
@@ -57,33 +60,109 @@ def mask_for_step(conf, ratio, opts: DecodeOptions, generator):
     return masked
 
 
+def greedy_fill(logits):
+    """logits (N, L, V) -> greedy tokens and their probabilities (N, L) each. Overwrites logits.
+
+    p(argmax) = 1 / sum_v exp(logit_v - max): softmax(-1).max(-1) without an fp32 copy of the logits (at batch
+    64 x K=15 that copy is 25 GB and its memory traffic would dominate the step); the sum accumulates in fp32."""
+    top, pred = logits.max(-1)
+    return logits.sub_(top[..., None]).exp_().sum(-1, dtype=torch.float32).reciprocal(), pred
+
+
+def repeat_rows(x, n: int):
+    """(B, L) -> (B*n, L), each row n times in a row."""
+    return x.unsqueeze(1).expand(-1, n, -1).reshape(-1, x.shape[1])
+
+
+def draw_noise(opts: DecodeOptions, n: int, L: int, device):
+    """The random numbers of one PDD run, (S, n, L), from a generator seeded with opts.seed: same seed, same
+    result, eager or graphed."""
+    g = torch.Generator(device=device).manual_seed(opts.seed)
+    return torch.rand(opts.steps, n, L, generator=g, device=device)
+
+
 @torch.no_grad()
-def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions()):
+def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(), noise=None):
     """PDD for B utterances whose audio is already encoded (ctx: per-block K/V, computed once).
 
-    Returns tokens (B, K, L), scores (B, K): each candidate's mean confidence over its non-eot positions."""
+    Returns tokens (B, K, L), scores (B, K): each candidate's mean confidence over its non-eot positions.
+    While a step re-masks everything (step 0: ratio 1.0) the K candidates are still identical, so that step
+    runs once per utterance and the candidates part ways at the first partial re-mask."""
     cfg, tok = model.cfg.decoder, data.get_tokenizer()
-    B, K = ctx.kv[0][0].shape[0], opts.candidates
-    ctx = ctx.repeat(K)  # (B*K, ...): a view for B = 1; never recomputed per candidate or per step
-    g = torch.Generator(device=ctx.kv[0][0].device).manual_seed(opts.seed)
+    B, K, L = ctx.kv[0][0].shape[0], opts.candidates, cfg.canvas_len
     device = ctx.kv[0][0].device
-    canvas = torch.full((B * K, cfg.canvas_len), cfg.mask_id, device=device)  # (B*K, L)
+    noise = draw_noise(opts, B * K, L, device) if noise is None else noise  # (S, B*K, L)
+    canvas = torch.full((B, L), cfg.mask_id, device=device)  # (B, L): one canvas per utterance until step 1
     canvas[:, 0] = tok.sot
     conf = torch.ones(canvas.shape, device=device)
     for s in range(opts.steps):
         ratio = opts.ratios[s] if s < len(opts.ratios) else 0.7
-        masked = mask_for_step(conf, ratio, opts, g)  # (B*K, L)
-        logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all K x L positions
-        conf, pred = logits.float().softmax(-1).max(-1)  # (B*K, L) each: greedy fills and their confidence
+        if canvas.shape[0] == B and (ratio < 1.0 or K == 1):  # K candidates from here on: (B*K, L)
+            canvas, conf, ctx = repeat_rows(canvas, K), repeat_rows(conf, K), ctx.repeat(K)
+        masked = mask_for_step(conf, ratio, opts, noise[s, :canvas.shape[0], :canvas.shape[1]])  # (N, L)
+        logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
+        conf, pred = greedy_fill(logits)  # conf everywhere, also where the token was kept (paper 3.1, step 4)
         canvas = torch.where(masked, pred, canvas)
         if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
             is_eot = canvas == tok.eot
             length = torch.where(is_eot.any(1), is_eot.float().argmax(1), canvas.shape[1]).max().item()
             L = min(cfg.canvas_len, int(length) + opts.margin)
             canvas, conf = canvas[:, :L], conf[:, :L]
+    if canvas.shape[0] == B:  # every step re-masked everything: K identical candidates
+        canvas, conf = repeat_rows(canvas, K), repeat_rows(conf, K)
     keep = (canvas != tok.eot).float()  # the start token counts, the eot padding does not (paper 3.1)
     scores = (conf * keep).sum(1) / keep.sum(1).clamp_min(1)
     return canvas.view(B, K, -1), scores.view(B, K)
+
+
+class GraphedPDD:
+    """Encoder, K/V and the whole S-step PDD loop as one CUDA graph per input shape (GPU only).
+
+    At batch 1 a decoding step is a few hundred small kernels whose launches, not their arithmetic, set the
+    latency. A CUDA graph records them once and replays them in one launch. Shapes inside a graph are fixed,
+    so the audio context is padded (and masked) to a multiple of `bucket` frames: at most 1500 / bucket graphs
+    per batch size, each captured on first use. Same seed, same tokens as `generate` on the padded context."""
+
+    def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):
+        if opts.adaptive:
+            raise ValueError("the adaptive canvas changes shape mid-loop; it cannot run inside a CUDA graph")
+        self.model, self.opts, self.bucket = model, opts, bucket
+        self.graphs = {}  # (B, n_ctx) -> (graph, static inputs, static outputs)
+        self.pool = None
+
+    def n_ctx(self, n_frames) -> int:
+        n_audio_ctx = self.model.cfg.encoder.n_audio_ctx
+        return min(n_audio_ctx, self.bucket * math.ceil(int(n_frames.max()) / self.bucket))
+
+    def _body(self, mel, n_frames, noise, n_ctx):
+        with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
+            ctx = self.model.audio_context(self.model.embed_audio(mel), n_frames, n_ctx)
+            return generate(self.model, ctx, self.opts, noise)
+
+    @torch.no_grad()
+    def __call__(self, mel, n_frames):
+        """mel (B, n_mels, 3000) on the GPU, n_frames (B,) -> tokens (B, K, L), scores (B, K)."""
+        B, n_ctx = mel.shape[0], self.n_ctx(n_frames)
+        key = (B, n_ctx)
+        noise = draw_noise(self.opts, B * self.opts.candidates, self.model.cfg.decoder.canvas_len, mel.device)
+        if key not in self.graphs:
+            static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise.clone())
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, autotuning)
+                self._body(static["mel"], static["n_frames"], static["noise"], n_ctx)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.pool = self.pool or torch.cuda.graph_pool_handle()  # one memory pool shared by all graphs
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self._body(static["mel"], static["n_frames"], static["noise"], n_ctx)
+            self.graphs[key] = (graph, static, out)
+        graph, static, (tokens, scores) = self.graphs[key]
+        static["mel"].copy_(mel)
+        static["n_frames"].copy_(n_frames)
+        static["noise"].copy_(noise)
+        graph.replay()
+        return tokens.clone(), scores.clone()
 
 
 def select(tokens, scores, opts: DecodeOptions) -> list[str]:
@@ -93,8 +172,7 @@ def select(tokens, scores, opts: DecodeOptions) -> list[str]:
     for b in range(tokens.shape[0]):
         texts = [data.canvas_to_text(c) for c in tokens[b].tolist()]
         if opts.select == "mbr" and len(texts) > 1:
-            words = [t.split() for t in texts]
-            risk = [sum(edit_distance(w, o) for o in words) for w in words]
+            risk = mbr_risk([t.split() for t in texts])
             best = min(range(len(texts)), key=lambda k: (risk[k], -scores[b, k].item()))
         else:
             best = int(scores[b].argmax())
@@ -102,7 +180,20 @@ def select(tokens, scores, opts: DecodeOptions) -> list[str]:
     return out
 
 
+def mbr_risk(candidates: list[list[str]]) -> list[int]:
+    """Each candidate's summed word edit distance to all candidates. Identical candidates (common) are scored
+    once; the distances come from rapidfuzz (C++, installed with jiwer), same numbers as `edit_distance`."""
+    from rapidfuzz.distance import Levenshtein
+    distinct = {tuple(c): None for c in candidates}
+    count = {c: 0 for c in distinct}
+    for c in candidates:
+        count[tuple(c)] += 1
+    risk = {c: sum(n * Levenshtein.distance(c, o) for o, n in count.items()) for c in distinct}
+    return [risk[tuple(c)] for c in candidates]
+
+
 def edit_distance(a: list, b: list) -> int:
+    """Word-level Levenshtein distance, written out (the reference that `mbr_risk`'s rapidfuzz call matches)."""
     prev = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
         cur = [i]
@@ -110,6 +201,10 @@ def edit_distance(a: list, b: list) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
         prev = cur
     return prev[-1]
+
+
+def use_cuda_graph(device, opts: DecodeOptions) -> bool:
+    return str(device).startswith("cuda") and opts.cuda_graph and not opts.adaptive
 
 
 def autocast(device):
@@ -141,13 +236,18 @@ def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size
             owner.append(i)
     texts = [""] * len(windows)
     speech = [i for i, a in enumerate(windows) if len(a) >= 1600 and np.abs(a).max() > 1e-3]  # >= 0.1 s, audible
+    graphed = GraphedPDD(model, opts) if use_cuda_graph(device, opts) else None
     for i in range(0, len(speech), batch_size):
         chunk = [windows[j] for j in speech[i:i + batch_size]]
         mel = torch.stack([data.log_mel(a) for a in chunk]).to(device)
         n_frames = torch.tensor([data.n_audio_frames(len(a)) for a in chunk])
-        with autocast(device):
-            feats = model.embed_audio(mel)
-        for j, t in zip(speech[i:i + batch_size], transcribe_features(model, feats, n_frames, opts, batch_size)):
+        if graphed is not None:
+            hyps = select(*[t.cpu() for t in graphed(mel, n_frames)], opts)
+        else:
+            with autocast(device):
+                feats = model.embed_audio(mel)
+            hyps = transcribe_features(model, feats, n_frames, opts, batch_size)
+        for j, t in zip(speech[i:i + batch_size], hyps):
             texts[j] = t
     joined = [[] for _ in audios]
     for i, t in zip(owner, texts):
@@ -256,55 +356,69 @@ def time_it(fn, device, repeats=10, warmup=3) -> float:
 
 
 def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
-    """Latency at batch 1 (log-mel + encoder + decoding; median of `repeats`) per length bucket for both systems,
-    and RTFx (seconds of audio per second) at batch 64."""
+    """Latency at batch 1 (audio in, text out: log-mel + encoder + decoding + selection; median of `repeats`)
+    per length bucket, ours eager and as a CUDA graph next to Whisper-tiny.en, and RTFx (seconds of audio per
+    second) at batch 64."""
     import whisper
     buckets = [(0, 5), (5, 10), (10, 20), (20, 30)]
     audios = {u.id: data.load_audio(u.audio) for u in utts}
     wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
+    eager_opts = replace(opts, cuda_graph=False)
+    graphed = GraphedPDD(model, opts) if use_cuda_graph(device, opts) else None
 
     def mels(batch):  # log-mel on the device, inside the timed region for both systems
         return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
                             for a in batch])
 
-    def ours(batch):
+    def eager(batch):
         mel = mels(batch)
         n = torch.tensor([data.n_audio_frames(len(a)) for a in batch])
         with autocast(device):
-            feats = model.embed_audio(mel)
-            ctx = model.audio_context(feats, n)
-            tokens, scores = generate(model, ctx, opts)
-        return tokens, scores
+            ctx = model.audio_context(model.embed_audio(mel), n)
+            tokens, scores = generate(model, ctx, eager_opts)
+        return select(tokens.cpu(), scores.cpu(), eager_opts)
+
+    def graph(batch):
+        tokens, scores = graphed(mels(batch), torch.tensor([data.n_audio_frames(len(a)) for a in batch]))
+        return select(tokens.cpu(), scores.cpu(), opts)
 
     def theirs(batch):
-        return whisper.decode(wmodel, mels(batch), wopts)
+        return [r.text for r in whisper.decode(wmodel, mels(batch), wopts)]
 
-    rows = []
+    systems = {"eager": eager, **({"graph": graph} if graphed else {}), "whisper": theirs}
+    rows, same = [], []
     for lo, hi in buckets:
         ids = [k for k, a in audios.items() if lo <= len(a) / 16000 < hi][:5]
         if not ids:
             continue
-        ours_ms = statistics.median(time_it(lambda: ours([audios[i]]), device, repeats) for i in ids)
-        theirs_ms = statistics.median(time_it(lambda: theirs([audios[i]]), device, repeats) for i in ids)
-        rows.append(dict(bucket=f"{lo}-{hi} s", n=len(ids), whisfusion_ms=round(ours_ms, 1),
-                         whisper_tiny_en_ms=round(theirs_ms, 1), speedup=round(theirs_ms / ours_ms, 2)))
+        ms = {name: statistics.median(time_it(lambda: fn([audios[i]]), device, repeats) for i in ids)
+              for name, fn in systems.items()}
+        if graphed:  # the graph pads the audio context to its bucket (masked): same transcripts?
+            same += [eager([audios[i]]) == graph([audios[i]]) for i in ids]
+        ours = ms.get("graph", ms["eager"])
+        rows.append(dict(bucket=f"{lo}-{hi} s", n=len(ids), whisfusion_eager_ms=round(ms["eager"], 1),
+                         whisfusion_graph_ms=round(ms["graph"], 1) if graphed else None,
+                         whisper_tiny_en_ms=round(ms["whisper"], 1), speedup=round(ms["whisper"] / ours, 2)))
     batch = list(audios.values())[:64]
     batch = (batch * math.ceil(64 / len(batch)))[:64]
     seconds = sum(len(a) for a in batch) / 16000
-    rtf_ours = seconds / (time_it(lambda: ours(batch), device, 3, 1) / 1000)
-    rtf_theirs = seconds / (time_it(lambda: theirs(batch), device, 3, 1) / 1000)
+    rtfx = {name: round(seconds / (time_it(lambda: fn(batch), device, 3, 1) / 1000), 1)
+            for name, fn in systems.items()}
     card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
-    result = dict(card=card, options=opts.__dict__, latency_batch1=rows,
-                  rtfx_batch64=dict(whisfusion=round(rtf_ours, 1), whisper_tiny_en=round(rtf_theirs, 1)))
-    print(f"\nbenchmark on {card}: K={opts.candidates} S={opts.steps} remask={opts.remask} adaptive={opts.adaptive}")
-    print(f"{'bucket':10s} {'n':>3s} {'Whisfusion ms':>14s} {'Whisper-tiny.en ms':>19s} {'speed-up':>9s}")
+    result = dict(card=card, options=opts.__dict__, latency_batch1=rows, rtfx_batch64=rtfx,
+                  graph_same_transcript=f"{sum(same)}/{len(same)}")
+    print(f"\nbenchmark on {card}: K={opts.candidates} S={opts.steps} remask={opts.remask} select={opts.select}")
+    print(f"{'bucket':10s} {'n':>3s} {'ours eager ms':>14s} {'ours graph ms':>14s} {'Whisper-tiny.en ms':>19s} "
+          f"{'speed-up':>9s}")
     for r in rows:
-        print(f"{r['bucket']:10s} {r['n']:3d} {r['whisfusion_ms']:14.1f} {r['whisper_tiny_en_ms']:19.1f} "
+        g = f"{r['whisfusion_graph_ms']:14.1f}" if graphed else f"{'-':>14s}"
+        print(f"{r['bucket']:10s} {r['n']:3d} {r['whisfusion_eager_ms']:14.1f} {g} {r['whisper_tiny_en_ms']:19.1f} "
               f"{r['speedup']:9.2f}")
-    print(f"RTFx at batch 64: Whisfusion {rtf_ours:.0f}, Whisper-tiny.en {rtf_theirs:.0f}")
+    print(f"RTFx at batch 64: {rtfx}; graph and eager transcripts identical: {result['graph_same_transcript']}")
     if out_json:
         Path(out_json).write_text(json.dumps(result, indent=2))
     return result
+
 
 def ablate(model, split, device, size="default", limit=None, latency_utts=8, out_json=None):
     """One table: WER and batch-1 decoding latency (encoded audio in, text out) for each decoding variant."""
@@ -363,10 +477,11 @@ def main(argv=None):
     p.add_argument("--select", choices=["confidence", "mbr"], default="mbr", help="candidate choice: minimum "
                    "Bayes risk (default, measured better) or the paper's highest mean confidence")
     p.add_argument("--adaptive", action="store_true", help="shrink the canvas after the first step")
+    p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run the decoding loop eagerly")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
-                         adaptive=args.adaptive)
+                         adaptive=args.adaptive, cuda_graph=not args.no_cuda_graph)
     try:
         model = load_for_decoding(args.ckpt, args.device) if args.ckpt != "none" else None
         if args.files:

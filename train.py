@@ -59,6 +59,9 @@ def get_args(argv=None):
     p.add_argument("--lora-rank", type=int, default=None, help="stage 2: LoRA rank; 0 = full fine-tune (paper)")
     p.add_argument("--ema", type=float, default=0.995, help="stage 2: EMA decay of the trainable weights")
     p.add_argument("--feature-dropout", type=float, default=None, help="dropout on audio features (regulariser)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout on the decoder's residual branches")
+    p.add_argument("--time-masks", type=int, default=None, help="SpecAugment-style time masks per utterance "
+                   "on the encoder features (stages 1-2; regulariser)")
     p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
                    "its features once (slower; for data too large to cache)")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines")
@@ -210,8 +213,7 @@ def init_model(args, device):
         cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
         cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
         cfg.whisper = args.whisper
-        if args.feature_dropout is not None:
-            cfg.adapter.feature_dropout = args.feature_dropout
+        set_regularisers(cfg, args)
         return W.build_model(cfg, whisper_sd).to(device), None
     init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
     if not init.is_file():
@@ -222,9 +224,7 @@ def init_model(args, device):
     if ckpt.get("stage") != args.stage - 1:
         log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
     cfg = model.cfg
-    if args.feature_dropout is not None:
-        cfg.adapter.feature_dropout = args.feature_dropout
-        model.feature_dropout.p = args.feature_dropout
+    set_regularisers(cfg, args, model)
     if args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank:
         cfg.lora.rank = args.lora_rank  # rebuild with the asked LoRA slots; the base weights carry over
         if args.lora_rank:
@@ -234,6 +234,20 @@ def init_model(args, device):
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected and all("lora_" in k for k in missing), (missing, unexpected)
     return model.to(device), ckpt
+
+
+def set_regularisers(cfg: W.WhisfusionConfig, args, model=None):
+    """--feature-dropout, --dropout, --time-masks into the config (saved with the checkpoint) and the model."""
+    if args.feature_dropout is not None:
+        cfg.adapter.feature_dropout = args.feature_dropout
+    if args.dropout is not None:
+        cfg.decoder.dropout = args.dropout
+    if args.time_masks is not None:
+        cfg.adapter.time_masks = args.time_masks
+    if model is not None:
+        model.feature_dropout.p = cfg.adapter.feature_dropout
+        for blk in model.blocks:
+            blk.drop.p = cfg.decoder.dropout
 
 
 def save_checkpoint(args, model, optimizer, step, ema, finished, best=None):

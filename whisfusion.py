@@ -42,12 +42,15 @@ class DecoderConfig:
     mask_id: int = 51864  # [MASK] = vocab_size: an input-only id (the embedding has one more row than the head)
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    dropout: float = 0.0  # on each residual branch in training (a regulariser; SMDM and the paper use none)
 
 
 @dataclass
 class AdapterConfig:
     """The cross-attention adapter in every block (paper 1.4); heads follow the decoder's."""
     feature_dropout: float = 0.0  # dropout on the audio features in training (a regulariser; not in the paper)
+    time_masks: int = 0  # training only: per utterance, this many spans of frames zeroed (SpecAugment's time
+    time_mask_frames: int = 25  # masking, on the encoder features); each span up to this many frames (0.5 s)
 
 
 @dataclass
@@ -189,12 +192,25 @@ class Block(nn.Module):
         self.norm_1, self.attn = RMSNorm(cfg.n_embd, cfg.norm_eps), SelfAttention(cfg)
         self.norm_cross, self.cross_attn = RMSNorm(cfg.n_embd, cfg.norm_eps), CrossAttention(cfg)  # the adapter
         self.norm_2, self.mlp = RMSNorm(cfg.n_embd, cfg.norm_eps), SwiGLU(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cos, sin, kv=None, mask=None):
-        x = x + self.attn(self.norm_1(x), cos, sin)
+        x = x + self.drop(self.attn(self.norm_1(x), cos, sin))
         if kv is not None:  # without audio (stage-0 text pretraining) the block is exactly SMDM's
-            x = x + self.cross_attn(self.norm_cross(x), *kv, mask=mask)
-        return x + self.mlp(self.norm_2(x))
+            x = x + self.drop(self.cross_attn(self.norm_cross(x), *kv, mask=mask))
+        return x + self.drop(self.mlp(self.norm_2(x)))
+
+
+def time_mask(features, n_masks: int, max_frames: int, n_frames=None):
+    """SpecAugment's time masking, on encoder features (B, Ta, d): per utterance, n_masks spans of up to
+    max_frames frames, placed uniformly inside the frames that hold audio, are zeroed."""
+    B, Ta, _ = features.shape
+    n = torch.full((B,), Ta, device=features.device) if n_frames is None else n_frames.to(features.device)
+    width = torch.randint(0, max_frames + 1, (B, n_masks, 1), device=features.device)  # (B, m, 1)
+    start = (torch.rand(B, n_masks, 1, device=features.device) * (n[:, None, None] - width).clamp_min(0)).long()
+    t = torch.arange(Ta, device=features.device)  # (Ta,)
+    hit = ((t >= start) & (t < start + width)).any(1)  # (B, Ta)
+    return features.masked_fill(hit[..., None], 0.0)
 
 
 @dataclass
@@ -207,8 +223,8 @@ class AudioContext:
 
     def repeat(self, n: int) -> "AudioContext":
         """Each utterance n times in a row (B*n candidates), without recomputing anything: for B = 1 a view."""
-        def rep(t):
-            return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 else t.repeat_interleave(n, dim=0)
+        def rep(t):  # (B, ...) -> (B*n, ...); no host sync, so it can run inside a CUDA graph
+            return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(t.shape[0] * n, *t.shape[1:])
         return AudioContext([(rep(k), rep(v)) for k, v in self.kv], None if self.mask is None else rep(self.mask))
 
 # ----------------------------------------------------------------------------------------------------------
@@ -251,17 +267,20 @@ class Whisfusion(nn.Module):
         """mel (B, n_mels, 3000) -> Whisper features (B, 1500, n_audio_state). Frozen, no gradients."""
         return self.encoder(mel)
 
-    def audio_context(self, features, n_frames=None) -> AudioContext:
+    def audio_context(self, features, n_frames=None, n_ctx=None) -> AudioContext:
         """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (paper 1.4).
 
         n_frames (B,): frames that hold audio; cross-attention ignores the rest (the 30 s padding) and the
-        features are cut to the longest clip in the batch."""
+        features are cut to the longest clip in the batch, or to n_ctx frames when given (a fixed shape for
+        CUDA graphs, which cannot read n_frames.max() back from the GPU)."""
         mask = None
         if n_frames is not None:
             n_frames = n_frames.to(features.device)
-            Ta = int(n_frames.max())
+            Ta = int(n_frames.max()) if n_ctx is None else n_ctx
             features = features[:, :Ta]
             mask = (torch.arange(Ta, device=features.device) < n_frames[:, None])[:, None, None, :]  # (B,1,1,Ta)
+        if self.training and self.cfg.adapter.time_masks:
+            features = time_mask(features, self.cfg.adapter.time_masks, self.cfg.adapter.time_mask_frames, n_frames)
         audio = self.feature_dropout(self.audio_proj(features.to(self.wte.weight.dtype)))  # (B, Ta, n_embd)
         return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask)
 

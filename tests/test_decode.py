@@ -112,3 +112,68 @@ def test_whisper_baseline_with_the_converted_weights(tmp_path, real_manifest):
 def test_wer_uses_whisper_normaliser():
     corpus, mean_utt, per = decode.wer(["mister smith has ten dogs", "hello"], ["Mr. Smith has 10 dogs.", "yellow"])
     assert per == [0.0, 100.0] and corpus == pytest.approx(100 / 6) and mean_utt == 50.0
+
+
+def reference_pdd(model, ctx, opts, noise):
+    """PDD written the plain way (paper 3.1): K copies from the start, every step over all K rows."""
+    cfg, K = model.cfg.decoder, opts.candidates
+    ctx = ctx.repeat(K)
+    canvas = torch.full((K, cfg.canvas_len), cfg.mask_id)
+    canvas[:, 0] = data.get_tokenizer().sot
+    for s in range(opts.steps):
+        masked = noise[s] < opts.ratios[s] if opts.ratios[s] < 1 else torch.ones_like(canvas, dtype=torch.bool)
+        masked[:, 0] = False
+        probs = model(torch.where(masked, cfg.mask_id, canvas), ctx).float().softmax(-1)
+        conf, pred = probs.max(-1)
+        canvas = torch.where(masked, pred, canvas)
+    keep = (canvas != data.get_tokenizer().eot).float()
+    return canvas[None], ((conf * keep).sum(1) / keep.sum(1))[None]
+
+
+def test_step0_runs_once_per_utterance_and_changes_nothing(tiny_model, ctx):
+    """Step 0 re-masks everything, so its K inputs are identical: generate() runs it on one row per utterance,
+    and must give exactly what K full rows give."""
+    opts = decode.DecodeOptions(candidates=5, steps=4, seed=3)
+    noise = decode.draw_noise(opts, 5, tiny_model.cfg.decoder.canvas_len, "cpu")
+    rows = []
+    hook = tiny_model.wte.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    with torch.no_grad():
+        tokens, scores = decode.generate(tiny_model, ctx, opts, noise)
+    hook.remove()
+    assert rows == [1, 5, 5, 5]
+    with torch.no_grad():
+        ref_tokens, ref_scores = reference_pdd(tiny_model, ctx, opts, noise)
+    assert torch.equal(tokens, ref_tokens)
+    assert torch.allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_greedy_fill_is_the_softmax_max():
+    logits = (torch.randn(3, 7, 50) * 4).bfloat16()  # as the model's output arrives under autocast
+    ref_conf, ref_pred = logits.float().softmax(-1).max(-1)
+    conf, pred = decode.greedy_fill(logits)
+    assert torch.equal(pred, ref_pred) and torch.allclose(conf, ref_conf, rtol=2e-3)
+
+
+def test_mbr_risk_matches_the_written_out_edit_distance():
+    rng = np.random.default_rng(0)
+    cands = [list(rng.choice(["a", "b", "c", "d"], size=rng.integers(0, 9))) for _ in range(12)] + [["a", "b"]] * 3
+    ref = [sum(decode.edit_distance(c, o) for o in cands) for c in cands]
+    assert decode.mbr_risk(cands) == ref
+
+
+def test_padded_audio_context_changes_no_logit(tiny_model):
+    """The CUDA-graph path pads the audio context to a fixed bucket and masks the padding: same logits."""
+    feats = tiny_model.embed_audio(data.log_mel(data.load_audio(CLIP))[None]).expand(2, -1, -1)
+    n = torch.tensor([200, 130])
+    canvas = torch.full((2, tiny_model.cfg.decoder.canvas_len), tiny_model.cfg.decoder.mask_id)
+    with torch.no_grad():
+        tight = tiny_model(canvas, tiny_model.audio_context(feats, n))
+        padded = tiny_model(canvas, tiny_model.audio_context(feats, n, n_ctx=500))
+    assert padded.shape == tight.shape and torch.allclose(tight, padded, atol=1e-4)
+
+
+def test_cuda_graph_refuses_the_adaptive_canvas(tiny_model):
+    with pytest.raises(ValueError, match="adaptive"):
+        decode.GraphedPDD(tiny_model, decode.DecodeOptions(adaptive=True))
+    assert not decode.use_cuda_graph("cpu", decode.DecodeOptions())
+    assert not decode.use_cuda_graph("cuda", decode.DecodeOptions(adaptive=True))

@@ -76,6 +76,29 @@ def test_padding_frames_are_ignored(tiny_model, tiny_cfg):
     torch.testing.assert_close(a[0], b[0])
 
 
+def test_time_masks_zero_whole_frames_inside_the_audio():
+    torch.manual_seed(0)
+    feats = torch.ones(4, 300, 8)
+    n = torch.tensor([100, 300, 50, 200])
+    out = W.time_mask(feats, 3, 25, n)
+    zero = out.eq(0).all(-1)  # (B, Ta): whole frames, never part of one
+    assert torch.equal(out.eq(0).any(-1), zero)
+    assert not (zero & (torch.arange(300) >= n[:, None])).any()  # never in the padding
+    assert zero.sum(1).le(75).all() and zero.sum() > 0
+    assert torch.equal(W.time_mask(feats, 0, 25, n), feats)
+
+
+def test_regularisers_act_in_training_only(tiny_cfg, tiny_en_state):
+    cfg = W.WhisfusionConfig.from_dict(tiny_cfg.to_dict())
+    cfg.decoder.dropout, cfg.adapter.time_masks = 0.1, 2
+    model = W.build_model(cfg, tiny_en_state[1])
+    feats, tokens = torch.randn(2, 100, 384), torch.randint(0, 1000, (2, cfg.decoder.canvas_len))
+    model.eval()
+    torch.testing.assert_close(model(tokens, model.audio_context(feats)), model(tokens, model.audio_context(feats)))
+    model.train()
+    assert not torch.allclose(model(tokens, model.audio_context(feats)), model(tokens, model.audio_context(feats)))
+
+
 def test_forward_process_masks_with_probability_t_never_the_start():
     torch.manual_seed(0)
     x0 = torch.randint(0, 100, (4, 2000))

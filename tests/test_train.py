@@ -62,6 +62,14 @@ def test_stage2_trains_exactly_adapter_and_lora(curriculum):
     assert ckpt["config"]["decoder"]["n_layer"] == 2 and ckpt["stage"] == 2 and "rng" in ckpt
 
 
+def test_regulariser_flags_reach_the_model_and_its_config(curriculum):
+    args = train.get_args(["--stage", "2", "--init", str(curriculum / "stage1.pt"), "--lora-rank", "0",
+                           "--dropout", "0.05", "--time-masks", "2", "--device", "cpu"])
+    model, _ = train.init_model(args, "cpu")
+    assert model.cfg.decoder.dropout == 0.05 and model.cfg.adapter.time_masks == 2  # saved with checkpoints
+    assert all(blk.drop.p == 0.05 for blk in model.blocks)
+
+
 def test_resume_after_interruption_matches_uninterrupted(tmp_path, curriculum, real_manifest, monkeypatch):
     args = ["--steps", "12", "--ckpt-every", "6", "--init", str(curriculum / "stage0.pt")]
     run_stage(1, tmp_path / "straight", real_manifest, *args)
