@@ -12,6 +12,7 @@ the minimum-Bayes-risk candidate (measured better, README "Results").
 """
 import argparse
 import csv
+import functools
 import json
 import math
 import statistics
@@ -61,12 +62,23 @@ def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
 
 
 def greedy_fill(logits):
-    """logits (N, L, V) -> greedy tokens and their probabilities (N, L) each. Overwrites logits.
+    """logits (N, L, V) -> greedy tokens and their probabilities (N, L) each: softmax(-1).max(-1), computed as
+    p(argmax) = 1 / sum_v exp(logit_v - max) with the sum in fp32.
 
-    p(argmax) = 1 / sum_v exp(logit_v - max): softmax(-1).max(-1) without an fp32 copy of the logits (at batch
-    64 x K=15 that copy is 25 GB and its memory traffic would dominate the step); the sum accumulates in fp32."""
+    This pass over the vocabulary was a third of a batched decoding step on the GPU (four kernels, each
+    reading or writing the whole (N, L, V) tensor); there torch.compile fuses it into one reduction kernel
+    (32 -> 13.5 ms at batch 64 x K=15 on an H200)."""
+    return (_fused_greedy_fill() if logits.is_cuda else _greedy_fill)(logits)
+
+
+def _greedy_fill(logits):
     top, pred = logits.max(-1)
-    return logits.sub_(top[..., None]).exp_().sum(-1, dtype=torch.float32).reciprocal(), pred
+    return (logits.float() - top[..., None].float()).exp().sum(-1).reciprocal(), pred
+
+
+@functools.cache
+def _fused_greedy_fill():
+    return torch.compile(_greedy_fill, dynamic=True)
 
 
 def repeat_rows(x, n: int):

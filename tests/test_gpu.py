@@ -28,3 +28,11 @@ def test_cuda_graph_replays_what_eager_decoding_computes(remask):
                                   graphed.n_ctx(n))
         assert torch.equal(tokens, eager[0]) and torch.equal(scores, eager[1])
     assert sorted(graphed.graphs) == [(1, 250), (3, 500)]  # the third input replayed the first graph
+
+
+@cuda
+def test_fused_greedy_fill_matches_the_formula():
+    logits = (torch.randn(6, 32, 51865, device="cuda") * 3).bfloat16()
+    conf, pred = decode.greedy_fill(logits)  # compiled on the GPU
+    ref_conf, ref_pred = logits.float().softmax(-1).max(-1)
+    assert torch.equal(pred, ref_pred) and torch.allclose(conf, ref_conf, rtol=1e-3)

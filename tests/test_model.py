@@ -76,6 +76,18 @@ def test_padding_frames_are_ignored(tiny_model, tiny_cfg):
     torch.testing.assert_close(a[0], b[0])
 
 
+def test_rmsnorm_and_rope_are_the_written_formulas():
+    torch.manual_seed(0)
+    norm = W.RMSNorm(16)
+    norm.weight.data = torch.rand(16) + 0.5
+    x = torch.randn(3, 5, 16) * 3
+    torch.testing.assert_close(norm(x), x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight)
+    cos, sin = W.rope_cache(5, 8, 10000.0)
+    q = torch.randn(2, 5, 8)
+    z = torch.complex(q[..., :4], q[..., 4:]) * torch.polar(torch.ones(5, 4), torch.atan2(sin[:, :4], cos[:, :4]))
+    torch.testing.assert_close(W.apply_rope(q, cos, sin), torch.cat([z.real, z.imag], -1))
+
+
 def test_time_masks_zero_whole_frames_inside_the_audio():
     torch.manual_seed(0)
     feats = torch.ones(4, 300, 8)
