@@ -8,7 +8,8 @@ Parallel Diffusion Decoding (PDD, paper section 3), evaluation next to Whisper, 
 PDD fills a whole canvas in S parallel steps for K candidates at once: step s re-masks a share r_s of every
 canvas (random positions; 100 % at step 0), predicts all masked positions in one forward pass over the K x L
 batch, and keeps the greedy fills. The paper keeps the candidate with the highest mean confidence; we default to
-the minimum-Bayes-risk candidate (measured better, README "Results").
+the minimum-Bayes-risk candidate (better in one of our two measured runs and in an independent reproduction,
+README "Results"). On a GPU the whole loop runs as one CUDA graph (`GraphedPDD`).
 """
 import argparse
 import csv
@@ -35,7 +36,7 @@ class DecodeOptions:
     steps: int = 4  # S: forward passes, whatever the transcript length
     ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s (0.7 past the list)
     remask: str = "random"  # "random" (paper) or "confidence": re-mask the least confident tokens (LLaDA)
-    select: str = "mbr"  # "mbr": the candidate closest to all others (measured better), or "confidence" (paper)
+    select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (paper); README compares
     adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
     margin: int = 8
     seed: int = 0
@@ -487,7 +488,7 @@ def main(argv=None):
     p.add_argument("--steps", "-S", type=int, default=4, help="S, decoding steps")
     p.add_argument("--remask", choices=["random", "confidence"], default="random", help="re-masking rule")
     p.add_argument("--select", choices=["confidence", "mbr"], default="mbr", help="candidate choice: minimum "
-                   "Bayes risk (default, measured better) or the paper's highest mean confidence")
+                   "Bayes risk (default) or the paper's highest mean confidence (README: Results compares both)")
     p.add_argument("--adaptive", action="store_true", help="shrink the canvas after the first step")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run the decoding loop eagerly")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")

@@ -98,7 +98,8 @@ PRESETS = {
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * w, in fp32 (fp16/bf16 can overflow the mean of squares).
 
-    F.rms_norm computes exactly that formula (a test checks it) in one fused kernel on the GPU instead of five."""
+    F.rms_norm computes exactly that formula (a test checks it) in one pass over x on the GPU (0.17 ms for
+    123k x 512 at batch 64 x K=15 on an H200, where the five-op version made five passes)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
