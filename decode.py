@@ -19,6 +19,7 @@ import math
 import statistics
 import sys
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,11 +83,6 @@ def _fused_greedy_fill():
     return torch.compile(_greedy_fill, dynamic=True)
 
 
-def repeat_rows(x, n: int):
-    """(B, L) -> (B*n, L), each row n times in a row."""
-    return x.unsqueeze(1).expand(-1, n, -1).reshape(-1, x.shape[1])
-
-
 def draw_noise(opts: DecodeOptions, n: int, L: int, device):
     """The random numbers of one PDD run, (S, n, L), from a generator seeded with opts.seed: same seed, same
     result, eager or graphed."""
@@ -110,8 +106,8 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
     conf = torch.ones(canvas.shape, device=device)
     for s in range(opts.steps):
         ratio = opts.ratios[s] if s < len(opts.ratios) else 0.7
-        if canvas.shape[0] == B and (ratio < 1.0 or K == 1):  # K candidates from here on: (B*K, L)
-            canvas, conf, ctx = repeat_rows(canvas, K), repeat_rows(conf, K), ctx.repeat(K)
+        if canvas.shape[0] == B and ratio < 1.0:  # K candidates from here on: (B*K, L)
+            canvas, conf, ctx = W.repeat_rows(canvas, K), W.repeat_rows(conf, K), ctx.repeat(K)
         masked = mask_for_step(conf, ratio, opts, noise[s, :canvas.shape[0], :canvas.shape[1]])  # (N, L)
         logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
         conf, pred = greedy_fill(logits)  # conf everywhere, also where the token was kept (paper 3.1, step 4)
@@ -122,7 +118,7 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
             L = min(cfg.canvas_len, int(length) + opts.margin)
             canvas, conf = canvas[:, :L], conf[:, :L]
     if canvas.shape[0] == B:  # every step re-masked everything: K identical candidates
-        canvas, conf = repeat_rows(canvas, K), repeat_rows(conf, K)
+        canvas, conf = W.repeat_rows(canvas, K), W.repeat_rows(conf, K)
     keep = (canvas != tok.eot).float()  # the start token counts, the eot padding does not (paper 3.1)
     scores = (conf * keep).sum(1) / keep.sum(1).clamp_min(1)
     return canvas.view(B, K, -1), scores.view(B, K)
@@ -157,9 +153,9 @@ class GraphedPDD:
         """mel (B, n_mels, 3000) on the GPU, n_frames (B,) -> tokens (B, K, L), scores (B, K)."""
         B, n_ctx = mel.shape[0], self.n_ctx(n_frames)
         key = (B, n_ctx)
-        noise = draw_noise(self.opts, B * self.opts.candidates, self.model.cfg.decoder.canvas_len, mel.device)
-        if key not in self.graphs:
-            static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise.clone())
+        if key not in self.graphs:  # the seeded noise is the same on every call: drawn once, kept in the graph
+            noise = draw_noise(self.opts, B * self.opts.candidates, self.model.cfg.decoder.canvas_len, mel.device)
+            static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, autotuning)
@@ -173,7 +169,6 @@ class GraphedPDD:
         graph, static, (tokens, scores) = self.graphs[key]
         static["mel"].copy_(mel)
         static["n_frames"].copy_(n_frames)
-        static["noise"].copy_(noise)
         graph.replay()
         return tokens.clone(), scores.clone()
 
@@ -197,11 +192,8 @@ def mbr_risk(candidates: list[list[str]]) -> list[int]:
     """Each candidate's summed word edit distance to all candidates. Identical candidates (common) are scored
     once; the distances come from rapidfuzz (C++, installed with jiwer), same numbers as `edit_distance`."""
     from rapidfuzz.distance import Levenshtein
-    distinct = {tuple(c): None for c in candidates}
-    count = {c: 0 for c in distinct}
-    for c in candidates:
-        count[tuple(c)] += 1
-    risk = {c: sum(n * Levenshtein.distance(c, o) for o, n in count.items()) for c in distinct}
+    count = Counter(tuple(c) for c in candidates)
+    risk = {c: sum(n * Levenshtein.distance(c, o) for o, n in count.items()) for c in count}
     return [risk[tuple(c)] for c in candidates]
 
 
@@ -214,6 +206,11 @@ def edit_distance(a: list, b: list) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
         prev = cur
     return prev[-1]
+
+
+def frame_counts(audios) -> torch.Tensor:
+    """(B,) encoder frames that hold audio, one per waveform."""
+    return torch.tensor([data.n_audio_frames(len(a)) for a in audios])
 
 
 def use_cuda_graph(device, opts: DecodeOptions) -> bool:
@@ -253,7 +250,7 @@ def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size
     for i in range(0, len(speech), batch_size):
         chunk = [windows[j] for j in speech[i:i + batch_size]]
         mel = torch.stack([data.log_mel(a) for a in chunk]).to(device)
-        n_frames = torch.tensor([data.n_audio_frames(len(a)) for a in chunk])
+        n_frames = frame_counts(chunk)
         if graphed is not None:
             hyps = select(*[t.cpu() for t in graphed(mel, n_frames)], opts)
         else:
@@ -384,15 +381,13 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
                             for a in batch])
 
     def eager(batch):
-        mel = mels(batch)
-        n = torch.tensor([data.n_audio_frames(len(a)) for a in batch])
         with autocast(device):
-            ctx = model.audio_context(model.embed_audio(mel), n)
+            ctx = model.audio_context(model.embed_audio(mels(batch)), frame_counts(batch))
             tokens, scores = generate(model, ctx, eager_opts)
         return select(tokens.cpu(), scores.cpu(), eager_opts)
 
     def graph(batch):
-        tokens, scores = graphed(mels(batch), torch.tensor([data.n_audio_frames(len(a)) for a in batch]))
+        tokens, scores = graphed(mels(batch), frame_counts(batch))
         return select(tokens.cpu(), scores.cpu(), opts)
 
     def theirs(batch):
@@ -439,7 +434,7 @@ def ablate(model, split, device, size="default", limit=None, latency_utts=8, out
     audios = [data.load_audio(u.audio) for u in utts]
     refs = [u.text for u in utts]
     mel = torch.stack([data.log_mel(a) for a in audios])
-    n_frames = torch.tensor([data.n_audio_frames(len(a)) for a in audios])
+    n_frames = frame_counts(audios)
     with torch.no_grad(), autocast(device):
         feats = torch.cat([model.embed_audio(mel[i:i + 32].to(device)) for i in range(0, len(mel), 32)])
     base = DecodeOptions(select="confidence")

@@ -213,6 +213,11 @@ def time_mask(features, n_masks: int, max_frames: int, n_frames=None):
     return features.masked_fill(hit[..., None], 0.0)
 
 
+def repeat_rows(t, n: int):
+    """(B, ...) -> (B*n, ...): each row n times in a row; a view for B = 1, and no host sync (CUDA graphs)."""
+    return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(t.shape[0] * n, *t.shape[1:])
+
+
 @dataclass
 class AudioContext:
     """What the decoder needs of one batch of utterances: per-block (k, v) and the frame mask.
@@ -223,9 +228,8 @@ class AudioContext:
 
     def repeat(self, n: int) -> "AudioContext":
         """Each utterance n times in a row (B*n candidates), without recomputing anything: for B = 1 a view."""
-        def rep(t):  # (B, ...) -> (B*n, ...); no host sync, so it can run inside a CUDA graph
-            return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(t.shape[0] * n, *t.shape[1:])
-        return AudioContext([(rep(k), rep(v)) for k, v in self.kv], None if self.mask is None else rep(self.mask))
+        return AudioContext([(repeat_rows(k, n), repeat_rows(v, n)) for k, v in self.kv],
+                            None if self.mask is None else repeat_rows(self.mask, n))
 
 # ----------------------------------------------------------------------------------------------------------
 # The model
@@ -275,8 +279,8 @@ class Whisfusion(nn.Module):
         CUDA graphs, which cannot read n_frames.max() back from the GPU)."""
         mask = None
         if n_frames is not None:
+            Ta = int(n_frames.max()) if n_ctx is None else n_ctx  # read before the copy to the GPU: no sync
             n_frames = n_frames.to(features.device)
-            Ta = int(n_frames.max()) if n_ctx is None else n_ctx
             features = features[:, :Ta]
             mask = (torch.arange(Ta, device=features.device) < n_frames[:, None])[:, None, None, :]  # (B,1,1,Ta)
         if self.training and self.cfg.adapter.time_masks:
