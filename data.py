@@ -329,17 +329,20 @@ def split_of(doc: str) -> str:
     return "dev" if h < 5 else "test" if h < 10 else "train"
 
 
+AUSTEN_R_DATA = "usr/lib/R/site-library/janeaustenr/data"  # where the r-cran-janeaustenr package keeps the novels
+AUSTEN_SYSTEM_ROOT = Path("/")  # a system-wide install (apt-get install r-cran-janeaustenr) is used when present
+
+
 def austen_docs() -> dict[str, list[str]]:
-    pkg = Path("/usr/lib/R/site-library/janeaustenr/data")
-    local = DATA_DIR / "debs" / "janeaustenr" / "usr/lib/R/site-library/janeaustenr/data"
+    pkg = AUSTEN_SYSTEM_ROOT / AUSTEN_R_DATA
     if not (pkg / "Rdata.rdx").exists():
-        if not (local / "Rdata.rdx").exists():  # fetch the .deb alone: installing it would pull in all of R
-            deb_dir = local.parents[4]
+        deb_dir = DATA_DIR / "debs" / "janeaustenr"  # the .deb alone: installing it would pull in all of R
+        pkg = deb_dir / AUSTEN_R_DATA
+        if not (pkg / "Rdata.rdx").exists():
             deb_dir.mkdir(parents=True, exist_ok=True)
             subprocess.run(["apt-get", "download", "r-cran-janeaustenr"], cwd=deb_dir, check=True,
                            capture_output=True)
             subprocess.run(["dpkg-deb", "-x", str(next(deb_dir.glob("*.deb"))), str(deb_dir)], check=True)
-        pkg = local
     novels = read_r_rdb(pkg / "Rdata.rdx", pkg / "Rdata.rdb")
     docs = {}
     for name, lines in novels.items():

@@ -61,6 +61,15 @@ def test_splits_are_made_by_document_and_share_no_sentence():
         assert all(5 <= len(s.split()) <= 40 and s == data.normalize_text(s) for s in ss), split
 
 
+def test_austen_comes_from_the_deb_alone_without_the_system_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(data, "AUSTEN_SYSTEM_ROOT", tmp_path / "no-system-root")
+    docs = data.austen_docs()  # apt-get download r-cran-janeaustenr, unpacked under DATA_DIR/debs
+    assert (tmp_path / "debs/janeaustenr" / data.AUSTEN_R_DATA / "Rdata.rdx").is_file()
+    assert {"austen/persuasion", "austen/northangerabbey", "austen/emma"} <= set(docs)
+    assert "austen/sensesensibility" not in docs and len(docs["austen/persuasion"]) > 1000
+
+
 def test_small_corpus_voices_manifests_and_idempotence():
     hours = data.build_corpus("small")  # built by `make demo`/the first test run; a no-op afterwards
     assert set(hours) == {"train", "dev", "test", "test-unseen-voice"} and all(h > 0 for h in hours.values())
