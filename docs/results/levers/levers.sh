@@ -2,7 +2,7 @@
 # Lever search of 2026-11-27 (README Results > Levers), run in the background (setsid) on the 4-GPU machine. Progress and results in $HOME/levers.
 # Env: SIZE (default), T0/T1/T2 minutes per stage, BATCH; a CPU dry run: DEV='--device cpu' P0='--preset tiny'
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."  # the project root
 [ -f .device/bin/env.sh ] && source .device/bin/env.sh
 L=${L:-$HOME/levers}; mkdir -p $L
 PY=${PY:-python3}; SIZE=${SIZE:-default};  # "default" was 60k training utterances in this run: now `--size large`
