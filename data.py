@@ -258,8 +258,8 @@ def check_weights(path: Path):
     else:
         try:
             W.whisper_encoder_dims(path)
-        except W.CheckpointError as e:
-            raise DataError(f"{path} is corrupted ({str(e).split(' is ', 1)[-1]}): {fix}") from None
+        except W.CheckpointError:
+            raise DataError(f"{path} is corrupted (it does not load as a Whisper checkpoint): {fix}") from None
         try:
             atomic_write_text(sidecar, sha256(path.read_bytes()) + "\n")
         except OSError:
@@ -270,7 +270,10 @@ def check_weights(path: Path):
 def load_whisper(name: str = "tiny.en", device="cpu"):
     """The full openai-whisper model (for the baseline), always from a file path: never a download by bare name."""
     import whisper
-    return whisper.load_model(str(whisper_checkpoint(name)), device=device)
+    path = whisper_checkpoint(name)
+    if name.endswith(".pt"):
+        W.whisper_encoder_dims(path)  # one line naming the file, if it is not an openai-whisper checkpoint
+    return whisper.load_model(str(path), device=device)
 
 # ----------------------------------------------------------------------------------------------------------
 # Text: offline public-domain sources, normalised LibriSpeech style, one document per book / file

@@ -297,7 +297,7 @@ def init_model(args, device):
         set_regularisers(cfg, args)
         return W.build_model(cfg, whisper_sd).to(device), None
     init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
-    if not init.is_file():
+    if not init.exists():
         raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
                          f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
                          f"(or pass --init PATH).")
