@@ -39,6 +39,7 @@ class DecodeOptions:
     remask: str = "random"  # "random" (paper) or "confidence": re-mask the least confident tokens (LLaDA)
     select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (paper); README compares
     adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
+    dedup: bool = False  # re-mask the less confident of two adjacent identical tokens at every later step
     margin: int = 8
     seed: int = 0
     cuda_graph: bool = True  # on a GPU, replay encoder + K/V + all S steps as one CUDA graph (not with adaptive)
@@ -61,6 +62,20 @@ def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
         masked.scatter_(1, noisy[:, 1:].topk(k, dim=1, largest=False).indices + 1, True)
     masked[:, 0] = False
     return masked
+
+
+def duplicates(canvas, conf, eot: int):
+    """(N, L) bool: of every two adjacent identical tokens (end-of-text padding aside), the less confident one.
+
+    A parallel decoder predicts each position independently, so two neighbours that are both unsure write the
+    same likely word ("the the"): the classic non-autoregressive error. Re-masking one of the pair lets the next
+    step predict it again, now seeing its neighbour (Mask-Predict and Mask-CTC refine the same way)."""
+    same = (canvas[:, 1:] == canvas[:, :-1]) & (canvas[:, 1:] != eot)  # (N, L-1): pair (i-1, i) for i >= 1
+    right_weaker = conf[:, 1:] <= conf[:, :-1]
+    out = torch.zeros_like(canvas, dtype=torch.bool)
+    out[:, 1:] |= same & right_weaker
+    out[:, :-1] |= same & ~right_weaker
+    return out
 
 
 def greedy_fill(logits):
@@ -109,6 +124,9 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
         if canvas.shape[0] == B and ratio < 1.0:  # K candidates from here on: (B*K, L)
             canvas, conf, ctx = W.repeat_rows(canvas, K), W.repeat_rows(conf, K), ctx.repeat(K)
         masked = mask_for_step(conf, ratio, opts, noise[s, :canvas.shape[0], :canvas.shape[1]])  # (N, L)
+        if opts.dedup and s > 0:  # repeated neighbours are predicted again, whatever the random draw said
+            masked |= duplicates(canvas, conf, tok.eot)
+            masked[:, 0] = False
         logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
         conf, pred = greedy_fill(logits)  # conf everywhere, also where the token was kept (paper 3.1, step 4)
         canvas = torch.where(masked, pred, canvas)
@@ -285,6 +303,13 @@ def normalize(text: str) -> str:
     return _normalizer(text)
 
 
+def repeated_word_rate(texts: list[str]) -> float:
+    """% of words (after normalisation) equal to the word before them: 0.02 % in the references of `test`."""
+    words = [normalize(t).split() for t in texts]
+    repeats = sum(a == b for w in words for a, b in zip(w, w[1:]))
+    return 100.0 * repeats / max(1, sum(len(w) for w in words))
+
+
 def wer(refs: list[str], hyps: list[str]) -> tuple[float, float, list[float]]:
     """(corpus WER, mean of per-utterance WERs, per-utterance WERs), in %, after normalisation."""
     import jiwer
@@ -335,17 +360,21 @@ def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="defau
         t0 = time.time()
         hyps_by[key] = run()
         corpus, mean_utt, pers[key] = wer(refs, hyps_by[key])
-        results[key] = (corpus, mean_utt, time.time() - t0)
+        results[key] = (corpus, mean_utt, repeated_word_rate(hyps_by[key]), time.time() - t0)
     if out_csv:
         with open(out_csv, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "reference"] + [f"{k}_hyp" for k in hyps_by] + [f"{k}_wer" for k in hyps_by])
             for i, u in enumerate(utts):
                 w.writerow([u.id, u.text] + [hyps_by[k][i] for k in hyps_by] + [f"{pers[k][i]:.1f}" for k in hyps_by])
+    if out_csv:
+        Path(out_csv).with_suffix(".json").write_text(json.dumps(
+            {k: dict(corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(r, 2), seconds=round(t, 1))
+             for k, (c, m, r, t) in results.items()}, indent=2))
     print(f"\n{split}: {len(utts)} utterances, {sum(len(a) for a in audios) / 16000 / 60:.1f} min of audio")
-    print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'time s':>8s}")
-    for k, (c, m, t) in results.items():
-        print(f"{k:24s} {c:13.2f} {m:15.2f} {t:8.1f}")
+    print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated words %':>17s} {'time s':>8s}")
+    for k, (c, m, r, t) in results.items():
+        print(f"{k:24s} {c:13.2f} {m:15.2f} {r:17.2f} {t:8.1f}")
     return results
 
 # ----------------------------------------------------------------------------------------------------------
@@ -442,28 +471,35 @@ def ablate(model, split, device, size="default", limit=None, latency_utts=8, out
     n_frames = frame_counts(audios)
     with torch.no_grad(), autocast(device):
         feats = torch.cat([model.embed_audio(mel[i:i + 32].to(device)) for i in range(0, len(mel), 32)])
-    base = DecodeOptions(select="confidence")
-    variants = [("paper default K=15 S=4", base)] + \
+    base = DecodeOptions()
+    variants = [("default", base)] + \
         [(f"K={k}", replace(base, candidates=k)) for k in (1, 5, 30)] + \
-        [(f"S={s}", replace(base, steps=s)) for s in (1, 2, 8)] + \
-        [("low-confidence re-masking", replace(base, remask="confidence")),
+        [(f"S={s}", replace(base, steps=s)) for s in (2, 8)] + \
+        [("duplicate re-masking", replace(base, dedup=True)),
+         ("S=8 + duplicate re-masking", replace(base, steps=8, dedup=True)),
+         ("low-confidence re-masking", replace(base, remask="confidence")),
+         ("low-confidence, S=8", replace(base, remask="confidence", steps=8)),
+         ("low-confidence, S=8, dedup", replace(base, remask="confidence", steps=8, dedup=True)),
+         ("confidence selection (paper)", replace(base, select="confidence")),
          ("MBR selection", replace(base, select="mbr")),
-         ("adaptive canvas", replace(base, adaptive=True)),
-         ("MBR + adaptive", replace(base, select="mbr", adaptive=True))]
+         ("adaptive canvas", replace(base, adaptive=True))]
+    variants = [(name, opts) for name, opts in variants if name == "default" or opts != base]
     rows = []
     print(f"\nablation on {split} ({len(utts)} utterances), {torch.cuda.get_device_name() if str(device).startswith('cuda') else 'cpu'}")
-    print(f"{'variant':28s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'decode ms (batch 1)':>20s}")
+    print(f"{'variant':30s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated %':>11s} {'decode ms':>10s}")
     for name, opts in variants:
         hyps = transcribe_features(model, feats, n_frames, opts)
         c, m, _ = wer(refs, hyps)
+        rep = repeated_word_rate(hyps)
 
         def one(i):
             with autocast(device):
                 ctx = model.audio_context(feats[i:i + 1], n_frames[i:i + 1])
                 return generate(model, ctx, opts)
         ms = statistics.median(time_it(lambda: one(i), device, 5, 2) for i in range(min(latency_utts, len(utts))))
-        rows.append(dict(variant=name, corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), decode_ms=round(ms, 2)))
-        print(f"{name:28s} {c:13.2f} {m:15.2f} {ms:20.2f}")
+        rows.append(dict(variant=name, corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(rep, 2),
+                         decode_ms=round(ms, 2)))
+        print(f"{name:30s} {c:13.2f} {m:15.2f} {rep:11.2f} {ms:10.2f}")
     if out_json:
         Path(out_json).write_text(json.dumps(rows, indent=2))
     return rows
@@ -490,12 +526,14 @@ def main(argv=None):
     p.add_argument("--select", choices=["confidence", "mbr"], default="mbr", help="candidate choice: minimum "
                    "Bayes risk (default) or the paper's highest mean confidence (README: Results compares both)")
     p.add_argument("--adaptive", action="store_true", help="shrink the canvas after the first step")
+    p.add_argument("--dedup", action="store_true", help="re-mask the less confident of two adjacent identical "
+                   "tokens at every step after the first")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run the decoding loop eagerly")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     check_args(p, args)
     opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
-                         adaptive=args.adaptive, cuda_graph=not args.no_cuda_graph)
+                         adaptive=args.adaptive, dedup=args.dedup, cuda_graph=not args.no_cuda_graph)
     try:
         model = load_for_decoding(args.ckpt, args.device) if args.ckpt != "none" else None
         bad = transcribe_files(model, args.files, opts) if args.files else []

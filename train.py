@@ -70,6 +70,10 @@ def get_args(argv=None):
                    "branches")
     p.add_argument("--time-masks", type=data.nonneg_int, default=None, help="SpecAugment-style time masks per "
                    "utterance on the encoder features (stages 1-2; regulariser)")
+    p.add_argument("--ctc-weight", type=data.nonneg_float, default=None, help="weight of the auxiliary CTC loss "
+                   "on the adapted audio features (stages 1-2; 0 = off, the paper)")
+    p.add_argument("--audio-layers", type=data.nonneg_int, default=None, help="trainable transformer layers over "
+                   "the audio features before the adapter's K/V (0 = none, the paper)")
     p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
                    "its features once (slower; for data too large to cache)")
     p.add_argument("--log-every", type=data.positive_int, default=50, help="steps between log lines")
@@ -103,16 +107,41 @@ def check_args(p, args):
 # ----------------------------------------------------------------------------------------------------------
 # Data on the device: canvases (text) and cached encoder features (audio)
 
-def text_canvases(utts, canvas_len: int) -> torch.Tensor:
-    """Stage 0: training text (offline books + training transcripts, never dev/test) as canvases (N, L)."""
-    sents = {s for doc in data.build_text()["train"].values() for s in doc} | {u.text for u in utts}
+def text_canvases(split: str, canvas_len: int) -> torch.Tensor:
+    """Stage 0: the offline books' text of one split (train, or dev for the dev loss) as canvases (N, L).
+
+    Text only, no audio corpus needed. Each sentence, plus passages of consecutive sentences of 55-75 words,
+    because the corpus also holds 20-30 s utterances whose canvases are that long."""
+    texts = set()
+    for sents in data.build_text()[split].values():
+        texts.update(sents)
+        passage = []
+        for s in sents:
+            passage += s.split()
+            if len(passage) >= 55:
+                if len(passage) <= 75:
+                    texts.add(" ".join(passage))
+                passage = []
     rows = []
-    for s in sorted(sents):
+    for s in sorted(texts):
         try:
             rows.append(data.make_canvas(s, canvas_len))
         except ValueError:
             continue  # longer than the canvas
     return torch.tensor(rows)
+
+
+class TextBatches:
+    """Stage 0's batches: canvases only (no audio), in the same (features, n_frames, canvas) form."""
+
+    def __init__(self, canvases):
+        self.canvas = canvases
+
+    def __len__(self):
+        return len(self.canvas)
+
+    def get(self, idx):
+        return None, None, self.canvas[idx]
 
 
 @torch.no_grad()
@@ -122,7 +151,7 @@ def cache_features(model, utts, device, batch_size=32):
     Returns flat (sum of frames, n_audio_state) and n_frames (N,): utterance i is flat[start_i : start_i + n_i]."""
     from tqdm import tqdm
     ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=False)
-    workers = min(8, os.cpu_count() or 1)
+    workers = min(16, os.cpu_count() or 1)
     # a private generator: the loader's worker seeds come from it, not from the global RNG, so a run that
     # builds the cache trains exactly as one that finds it on disk
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=workers,
@@ -174,6 +203,9 @@ class AudioBatches:
             raise SystemExit(f"no usable training utterances in '{args.train_split}' (all over 30 s or the canvas)")
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
+        chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in self.ds.utts]
+        self.ctc_len = torch.tensor([len(c) for c in chars], device=device)  # CTC targets: characters
+        self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
         self.model, self.device, self.cached = model, device, not args.no_cache
         if self.cached:
             t0 = time.time()
@@ -194,6 +226,9 @@ class AudioBatches:
             log(f"encoder features of {len(self.ds)} utterances ready in {time.time() - t0:.1f} s "
                 f"({self.flat.numel() * 2 / 2**30:.2f} GiB fp16, {path})")
 
+    def __len__(self):
+        return len(self.ds)
+
     def get(self, idx):
         """-> features (B, T_max, d) zero-padded, n_frames (B,), canvas (B, L)."""
         if self.cached:
@@ -202,6 +237,11 @@ class AudioBatches:
             return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), n, self.canvas[idx]
         mel, n, _ = data.collate([self.ds[i] for i in idx.tolist()])
         return self.model.embed_audio(mel.to(self.device)), n.to(self.device), self.canvas[idx]
+
+    def ctc_targets(self, idx):
+        """-> character targets (B, S) zero-padded, lengths (B,) for the auxiliary CTC loss."""
+        lengths = self.ctc_len[idx]
+        return self.ctc_chars[idx, :int(lengths.max())], lengths
 
 
 class Shards:
@@ -295,6 +335,10 @@ def init_model(args, device):
         cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
         cfg.whisper = args.whisper
         set_regularisers(cfg, args)
+        if args.audio_layers is not None:
+            cfg.adapter.audio_layers = args.audio_layers
+        if args.ctc_weight is not None:
+            cfg.adapter.ctc_weight = args.ctc_weight
         return W.build_model(cfg, whisper_sd).to(device), None
     init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
     if not init.exists():
@@ -306,14 +350,22 @@ def init_model(args, device):
         log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
     cfg = model.cfg
     set_regularisers(cfg, args, model)
-    if args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank:
+    rebuild = new_lora = args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank
+    if new_lora:
         cfg.lora.rank = args.lora_rank  # rebuild with the asked LoRA slots; the base weights carry over
         if args.lora_rank:
             cfg.lora.alpha = 2.0 * args.lora_rank
-        state = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+    if args.audio_layers is not None and args.audio_layers != cfg.adapter.audio_layers:
+        cfg.adapter.audio_layers, rebuild = args.audio_layers, True  # new adapter layers start fresh
+    if args.ctc_weight is not None:
+        rebuild = rebuild or bool(args.ctc_weight) != bool(cfg.adapter.ctc_weight)  # add or drop the CTC head
+        cfg.adapter.ctc_weight = args.ctc_weight
+    if rebuild:
+        state = {k: v for k, v in model.state_dict().items() if not (new_lora and "lora_" in k)}
         model = W.build_model(cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        assert not unexpected and all("lora_" in k for k in missing), (missing, unexpected)
+        new_part = [k for k in missing if "lora_" in k or W.is_adapter(k)]
+        assert set(new_part) == set(missing) and all(W.is_adapter(k) for k in unexpected), (missing, unexpected)
     return model.to(device), ckpt
 
 
@@ -375,8 +427,8 @@ def dev_metrics(model, dev, args, device, amp):
     g = torch.Generator(device=device).manual_seed(0)
     lo, hi = STAGE_DEFAULTS[args.stage]["mask"]
     losses = []
-    for i in range(0, min(len(dev.ds), 512), args.batch_size):
-        idx = torch.arange(i, min(i + args.batch_size, len(dev.ds), 512), device=device)
+    for i in range(0, min(len(dev), 512), args.batch_size):
+        idx = torch.arange(i, min(i + args.batch_size, len(dev), 512), device=device)
         feats, n, x0 = dev.get(idx)
         t = (lo + (hi - lo) * torch.rand(len(idx), generator=g, device=device)).clamp(1e-3, 1)
         masked = torch.rand(x0.shape, generator=g, device=device) < t[:, None]
@@ -410,9 +462,10 @@ def train(args):
         raise SystemExit(f"{stage_path(out_dir, args.stage)} exists: pass --resume to continue it or --overwrite "
                          f"to start again (or choose another --out-dir)")
 
-    # data first, so that missing data fails before anything heavy happens
-    train_utts = data.load_split(args.train_split, args.size)
-    dev_utts = data.load_split(args.dev_split, args.size)
+    # data first, so that missing data fails before anything heavy happens (stage 0 reads text only)
+    if args.stage > 0:
+        train_utts = data.load_split(args.train_split, args.size)
+        dev_utts = data.load_split(args.dev_split, args.size)
 
     # model: fresh, from the previous stage, or resumed
     resume_ckpt = None
@@ -431,13 +484,15 @@ def train(args):
         f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
 
     if args.stage == 0:
-        canvases = text_canvases(train_utts, model.cfg.decoder.canvas_len).to(device)
-        log(f"stage 0 text: {len(canvases):,} distinct training sentences")
+        canvases = text_canvases("train", model.cfg.decoder.canvas_len).to(device)
+        log(f"stage 0 text: {len(canvases):,} distinct training sentences and passages")
         n_items = len(canvases)
+        dev_text = text_canvases("dev", model.cfg.decoder.canvas_len)
+        dev = TextBatches(dev_text[torch.randperm(len(dev_text), generator=torch.Generator().manual_seed(0))].to(device))
     else:
         batches = AudioBatches(model, train_utts, args, device)
         n_items = len(batches.ds)
-    dev = AudioBatches(model, dev_utts, argparse.Namespace(no_cache=False, train_split=args.dev_split), device)
+        dev = AudioBatches(model, dev_utts, argparse.Namespace(no_cache=False, train_split=args.dev_split), device)
     shards = Shards(n_items, args.batch_size, args.seed, RANK, WORLD)
 
     optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=peak_lr, betas=hp["betas"],
@@ -488,6 +543,9 @@ def train(args):
                     ctx = raw.audio_context(feats, n_frames)
                 logits = model(xt, ctx)
                 loss = W.elbo_loss(logits, x0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, x0, masked)
+                if args.stage > 0 and raw.ctc_head is not None:  # the auxiliary alignment signal (beyond the paper)
+                    loss = loss + raw.cfg.adapter.ctc_weight * W.ctc_loss(raw, ctx, *batches.ctc_targets(idx),
+                                                                          n_frames)
                 (loss / args.grad_accum).backward()
             total += loss.item() / args.grad_accum
             seen += len(idx) * WORLD

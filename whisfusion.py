@@ -51,6 +51,10 @@ class AdapterConfig:
     feature_dropout: float = 0.0  # dropout on the audio features in training (a regulariser; not in the paper)
     time_masks: int = 0  # training only: per utterance, this many spans of frames zeroed (SpecAugment's time
     time_mask_frames: int = 25  # masking, on the encoder features); each span up to this many frames (0.5 s)
+    # Beyond the paper (README "Differences"): trainable transformer layers over the projected audio features,
+    # and an auxiliary CTC loss on their output (characters), which teaches the audio side where the words are.
+    audio_layers: int = 0
+    ctc_weight: float = 0.0  # 0 = no CTC head (the paper); ESPnet's joint CTC/attention recipes use 0.3
 
 
 @dataclass
@@ -125,7 +129,10 @@ def apply_rope(x, cos, sin):
 
 
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention with RoPE; no causal mask: every token sees the whole canvas."""
+    """Bidirectional multi-head self-attention with RoPE; no causal mask: every token sees the whole canvas.
+
+    Over audio frames (the optional audio layers) there is no RoPE (Whisper's features carry their positions)
+    and a key mask (B, 1, 1, T) hides the padding frames."""
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -133,12 +140,12 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos=None, sin=None, mask=None):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        q, k = apply_rope(qkv[:2], cos, sin)  # q and k rotated together: (B, nh, T, hs) each
+        q, k = apply_rope(qkv[:2], cos, sin) if cos is not None else qkv[:2]  # rotated together: (B, nh, T, hs)
         v = qkv[2]  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
@@ -201,6 +208,19 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm_2(x)))
 
 
+class AudioBlock(nn.Module):
+    """One pre-norm transformer layer over the projected audio features: self-attention + MLP (no text)."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.norm_1, self.attn = RMSNorm(cfg.n_embd, cfg.norm_eps), SelfAttention(cfg)
+        self.norm_2, self.mlp = RMSNorm(cfg.n_embd, cfg.norm_eps), SwiGLU(cfg)
+
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.norm_1(x), mask=mask)
+        return x + self.mlp(self.norm_2(x))
+
+
 def time_mask(features, n_masks: int, max_frames: int, n_frames=None):
     """SpecAugment's time masking, on encoder features (B, Ta, d): per utterance, n_masks spans of up to
     max_frames frames, placed uniformly inside the frames that hold audio, are zeroed."""
@@ -222,9 +242,11 @@ def repeat_rows(t, n: int):
 class AudioContext:
     """What the decoder needs of one batch of utterances: per-block (k, v) and the frame mask.
 
-    kv[i] = (k, v), each (B, nh, Ta, hs); mask (B, 1, 1, Ta) bool or None (all frames hold audio)."""
+    kv[i] = (k, v), each (B, nh, Ta, hs); mask (B, 1, 1, Ta) bool or None (all frames hold audio);
+    audio (B, Ta, C): the adapted features the K/V came from (the CTC head reads them in training)."""
     kv: list
     mask: torch.Tensor | None
+    audio: torch.Tensor | None = None
 
     def repeat(self, n: int) -> "AudioContext":
         """Each utterance n times in a row (B*n candidates), without recomputing anything: for B = 1 a view."""
@@ -247,6 +269,8 @@ class Whisfusion(nn.Module):
         self.audio_proj = nn.Linear(e.n_audio_state, d.n_embd, bias=False) if e.n_audio_state != d.n_embd \
             else nn.Identity()
         self.feature_dropout = nn.Dropout(cfg.adapter.feature_dropout)
+        self.audio_layers = nn.ModuleList([AudioBlock(d) for _ in range(cfg.adapter.audio_layers)])
+        self.ctc_head = nn.Linear(d.n_embd, len(CTC_ALPHABET) + 1) if cfg.adapter.ctc_weight else None  # + blank
         self.wte = nn.Embedding(d.vocab_size + 1, d.n_embd)  # + 1 row: [MASK]
         self.blocks = nn.ModuleList([Block(d) for _ in range(d.n_layer)])
         self.ln_f = RMSNorm(d.n_embd, d.norm_eps)
@@ -286,7 +310,9 @@ class Whisfusion(nn.Module):
         if self.training and self.cfg.adapter.time_masks:
             features = time_mask(features, self.cfg.adapter.time_masks, self.cfg.adapter.time_mask_frames, n_frames)
         audio = self.feature_dropout(self.audio_proj(features.to(self.wte.weight.dtype)))  # (B, Ta, n_embd)
-        return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask)
+        for layer in self.audio_layers:
+            audio = layer(audio, mask)
+        return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask, audio)
 
     def forward(self, tokens, ctx: AudioContext | None = None):
         """tokens (B, L) with [MASK] at the positions to predict -> logits (B, L, vocab_size)."""
@@ -301,7 +327,7 @@ class Whisfusion(nn.Module):
 # Parameter groups: which parts train in which stage
 
 def is_adapter(name: str) -> bool:
-    return "cross_attn" in name or "norm_cross" in name or name.startswith("audio_proj")
+    return "cross_attn" in name or "norm_cross" in name or name.startswith(("audio_proj", "audio_layers", "ctc_head"))
 
 
 def set_trainable(model: Whisfusion, stage: int):
@@ -337,7 +363,9 @@ def expected_param_counts(cfg: WhisfusionConfig) -> dict:
         + 4 * e.n_audio_state  # attn (q,k,v,out; 3 biases) + mlp (2 linears, biases) + 2 layer norms
     encoder = e.n_mels * e.n_audio_state * 3 + e.n_audio_state + e.n_audio_state**2 * 3 + e.n_audio_state \
         + e.n_audio_layer * enc_block + 2 * e.n_audio_state  # convs + blocks + ln_post (positions: a buffer)
-    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0)
+    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0) \
+        + cfg.adapter.audio_layers * (4 * C * C + 3 * C * d.n_mlp + 2 * C) \
+        + ((C + 1) * (len(CTC_ALPHABET) + 1) if cfg.adapter.ctc_weight else 0)
     decoder = (d.vocab_size + 1) * C + d.vocab_size * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
     return {"encoder": encoder, "adapter": adapter, "decoder": decoder}
 
@@ -438,6 +466,28 @@ def elbo_loss(logits, x0, masked, t):
     """Stage-0 loss, SMDM's continuous-time ELBO: sum over masked tokens of CE / t, divided by B * L."""
     ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
     return (ce * masked / t[:, None]).sum() / x0.numel()
+
+# ----------------------------------------------------------------------------------------------------------
+# Auxiliary CTC on the adapted audio features (beyond the paper; Mask-CTC and joint CTC/attention ASR)
+#
+# The masked-token loss teaches cross-attention where a word is only indirectly, through the decoder. A CTC
+# head on the adapter's audio features must read every character off the frames in order, which is a direct,
+# monotonic alignment signal for the audio side; the text decoder is unchanged. Characters, not BPE tokens:
+# 29 outputs instead of 51,864, and far fewer classes to learn from a small corpus.
+
+CTC_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # the normalised transcripts' characters; class 0 is the blank
+
+
+def ctc_targets(text: str) -> list[int]:
+    """A normalised transcript -> CTC class ids (1..28); other characters are dropped."""
+    return [CTC_ALPHABET.index(c) + 1 for c in text if c in CTC_ALPHABET]
+
+
+def ctc_loss(model: "Whisfusion", ctx: AudioContext, targets, target_lengths, n_frames):
+    """CTC over the frames that hold audio. targets (B, S) padded, target_lengths (B,), n_frames (B,)."""
+    log_probs = model.ctc_head(ctx.audio).float().log_softmax(-1)  # (B, Ta, 29)
+    return F.ctc_loss(log_probs.transpose(0, 1), targets, n_frames.clamp_max(log_probs.shape[1]), target_lengths,
+                      blank=0, zero_infinity=True)  # zero_infinity: a transcript too long for its audio adds 0
 
 # ----------------------------------------------------------------------------------------------------------
 # Building and checkpoints

@@ -177,3 +177,23 @@ def test_cuda_graph_refuses_the_adaptive_canvas(tiny_model):
         decode.GraphedPDD(tiny_model, decode.DecodeOptions(adaptive=True))
     assert not decode.use_cuda_graph("cpu", decode.DecodeOptions())
     assert not decode.use_cuda_graph("cuda", decode.DecodeOptions(adaptive=True))
+
+
+def test_duplicates_picks_exactly_the_less_confident_of_each_repeated_pair():
+    eot = 9
+    canvas = torch.tensor([[0, 5, 5, 6, 7, 7, 7, eot, eot, eot]])
+    conf = torch.tensor([[1.0, 0.9, 0.4, 0.8, 0.3, 0.6, 0.5, 0.9, 0.9, 0.9]])
+    picked = decode.duplicates(canvas, conf, eot)
+    # pair (1,2): 2 is weaker; pairs (4,5) and (5,6): 4 and 6 are the weaker ones; the eot padding is no repeat
+    assert picked.nonzero()[:, 1].tolist() == [2, 4, 6]
+
+
+def test_dedup_decoding_runs_and_stays_deterministic(tiny_model, ctx):
+    opts = decode.DecodeOptions(candidates=3, steps=4, dedup=True)
+    a, b = decode.generate(tiny_model, ctx, opts), decode.generate(tiny_model, ctx, opts)
+    assert torch.equal(a[0], b[0]) and not (a[0] == tiny_model.cfg.decoder.mask_id).any()
+
+
+def test_repeated_word_rate():
+    assert decode.repeated_word_rate(["the the cat", "a b c d"]) == pytest.approx(100 * 1 / 7)
+    assert decode.repeated_word_rate(["", "one"]) == 0.0

@@ -199,3 +199,60 @@ def test_tiny_model_overfits_one_batch_of_real_speech(tiny_model, real_manifest)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     print(f"masked-token loss {first:.3f} -> {last:.3f}")
     assert last <= 0.1 * first
+
+
+@pytest.fixture()
+def ctc_model(tiny_cfg, tiny_en_state):
+    cfg = W.WhisfusionConfig.from_dict(tiny_cfg.to_dict())
+    cfg.adapter.audio_layers, cfg.adapter.ctc_weight = 1, 0.3
+    torch.manual_seed(0)
+    return W.build_model(cfg, tiny_en_state[1])
+
+
+def test_audio_layers_and_ctc_head_are_adapter_parts_counted_by_the_formula(ctc_model):
+    counts, expected = W.param_counts(ctc_model), W.expected_param_counts(ctc_model.cfg)
+    assert counts["adapter"] == expected["adapter"] and counts["decoder"] == expected["decoder"]
+    W.set_trainable(ctc_model, 1)
+    trainable = {n for n, p in ctc_model.named_parameters() if p.requires_grad}
+    assert {"ctc_head.weight", "audio_layers.0.attn.qkv.weight"} <= trainable
+    W.set_trainable(ctc_model, 0)
+    assert not any(n.startswith(("ctc_head", "audio_layers")) for n, p in ctc_model.named_parameters()
+                   if p.requires_grad)
+
+
+def test_audio_layers_ignore_padding_frames(ctc_model):
+    ctc_model.eval()
+    feats = torch.randn(2, 300, 384)
+    other = feats.clone()
+    other[0, 100:] = torch.randn(200, 384)
+    n = torch.tensor([100, 300])
+    tokens = torch.randint(0, 1000, (2, ctc_model.cfg.decoder.canvas_len))
+    a, b = ctc_model.audio_context(feats, n), ctc_model.audio_context(other, n)
+    torch.testing.assert_close(a.audio[0, :100], b.audio[0, :100])
+    torch.testing.assert_close(ctc_model(tokens, a)[0], ctc_model(tokens, b)[0])
+
+
+def test_ctc_targets_are_the_characters():
+    assert W.ctc_targets("ab c'") == [2, 3, 1, 4, 28]
+    assert len(W.CTC_ALPHABET) == 28 and W.CTC_ALPHABET[0] == " "
+
+
+def test_ctc_loss_falls_on_a_tiny_overfit_batch(ctc_model, real_manifest):
+    torch.manual_seed(0)
+    utts = data.load_split(str(real_manifest))[:3]
+    mel, n_frames, _ = data.collate([data.SpeechDataset(utts, 64, train=False)[i] for i in range(len(utts))])
+    feats = ctc_model.embed_audio(mel)
+    chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in utts]
+    targets, lengths = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True), torch.tensor([len(c) for c in chars])
+    W.set_trainable(ctc_model, 1)
+    opt = torch.optim.AdamW([p for p in ctc_model.parameters() if p.requires_grad], lr=3e-3)
+    ctc_model.train()
+    losses = []
+    for _ in range(60):
+        loss = W.ctc_loss(ctc_model, ctc_model.audio_context(feats, n_frames), targets, lengths, n_frames)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    print(f"CTC loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+    assert losses[-1] < 0.5 * losses[0]

@@ -98,9 +98,8 @@ def test_missing_previous_stage_says_which_command(tmp_path, real_manifest):
 
 def test_missing_data_points_to_data_py(tmp_path, monkeypatch):
     monkeypatch.setattr(train.data, "DATA_DIR", tmp_path)
-    with pytest.raises(SystemExit, match=r"python data.py --size small"):
-        train.main(["--stage", "0", "--preset", "tiny", "--size", "small", "--out-dir", str(tmp_path),
-                    "--device", "cpu", "--steps", "1"])
+    with pytest.raises(SystemExit, match=r"python data.py --size small"):  # stage 1 needs the speech corpus
+        train.main(["--stage", "1", "--size", "small", "--out-dir", str(tmp_path), "--device", "cpu", "--steps", "1"])
 
 
 def ddp_cmd(out, curriculum, manifest, port, *extra):
@@ -129,3 +128,15 @@ def test_two_process_gloo_ddp_time_limit_ends_by_itself(tmp_path, curriculum, re
     assert "time budget of 0.05 min used" in res.stdout
     ckpt = torch.load(tmp_path / "stage1.pt", weights_only=True)
     assert ckpt["finished"] and 1 <= ckpt["step"] < 100000 and ckpt["elapsed_s"] > 3
+
+
+def test_stage1_adds_audio_layers_and_ctc_to_a_stage0_model(tmp_path, curriculum, real_manifest):
+    run_stage(1, tmp_path, real_manifest, "--steps", "20", "--lr", "3e-3", "--init", str(curriculum / "stage0.pt"),
+              "--ctc-weight", "0.3", "--audio-layers", "1")
+    ckpt = torch.load(tmp_path / "stage1.pt", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["adapter"]["ctc_weight"] == 0.3 and ckpt["config"]["adapter"]["audio_layers"] == 1
+    s0, s1 = load_state(curriculum / "stage0.pt"), ckpt["model"]
+    assert {k for k in s1 if k not in s0} == {k for k in s1 if k.startswith(("ctc_head", "audio_layers"))}
+    assert all(torch.equal(s0[k], s1[k]) for k in s0 if not W.is_adapter(k))  # the decoder stays frozen
+    ls = losses(tmp_path, 1)
+    assert sum(ls[-2:]) < sum(ls[:2])
