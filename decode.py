@@ -251,6 +251,11 @@ def transcribe_features(model, features, n_frames, opts=DecodeOptions(), batch_s
     return out
 
 
+def has_speech(audio: np.ndarray) -> bool:
+    """At least 0.1 s and audible (peak above -60 dBFS); anything else is transcribed as empty."""
+    return len(audio) >= 1600 and float(np.abs(audio).max()) > 1e-3
+
+
 @torch.no_grad()
 def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size=16) -> list[str]:
     """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order."""
@@ -263,7 +268,7 @@ def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size
             windows.append(chunk)
             owner.append(i)
     texts = [""] * len(windows)
-    speech = [i for i, a in enumerate(windows) if len(a) >= 1600 and np.abs(a).max() > 1e-3]  # >= 0.1 s, audible
+    speech = [i for i, a in enumerate(windows) if has_speech(a)]
     graphed = GraphedPDD(model, opts) if use_cuda_graph(device, opts) else None
     for i in range(0, len(speech), batch_size):
         chunk = [windows[j] for j in speech[i:i + batch_size]]
@@ -508,15 +513,15 @@ def main(argv=None):
     p.add_argument("--eval", default=None, help="split to score: train/dev/test/test-unseen-voice/real, a "
                    "LibriSpeech folder or a .tsv manifest")
     p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N utterances")
+    p.add_argument("--limit", type=data.positive_int, default=None, help="score only the first N utterances")
     p.add_argument("--baseline", nargs="*", default=[], help="Whisper models decoded greedily on the same split "
                    "(tiny.en, base, or a .pt path)")
     p.add_argument("--bench", action="store_true", help="latency and throughput benchmark vs Whisper-tiny.en")
     p.add_argument("--bench-split", default="test", help="split whose utterances the benchmark times")
     p.add_argument("--ablate", default=None, help="split on which to compare decoding variants (WER, latency)")
     p.add_argument("--out", default="results", help="folder for CSV/JSON results")
-    p.add_argument("--candidates", "-K", type=int, default=15, help="K, candidates per utterance")
-    p.add_argument("--steps", "-S", type=int, default=4, help="S, decoding steps")
+    p.add_argument("--candidates", "-K", type=data.positive_int, default=15, help="K, candidates per utterance")
+    p.add_argument("--steps", "-S", type=data.positive_int, default=4, help="S, decoding steps")
     p.add_argument("--remask", choices=["random", "confidence"], default="random", help="re-masking rule")
     p.add_argument("--select", choices=["confidence", "mbr"], default="mbr", help="candidate choice: minimum "
                    "Bayes risk (default) or the paper's highest mean confidence (README: Results compares both)")
@@ -526,15 +531,14 @@ def main(argv=None):
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run the decoding loop eagerly")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    check_args(p, args)
     opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
                          adaptive=args.adaptive, dedup=args.dedup, cuda_graph=not args.no_cuda_graph)
     try:
         model = load_for_decoding(args.ckpt, args.device) if args.ckpt != "none" else None
-        if args.files:
-            audios = [data.load_audio(f, allow_empty=True) for f in args.files]
-            for f, t in zip(args.files, transcribe(model, audios, opts)):
-                print(f"{f}\t{t}")
-        Path(args.out).mkdir(parents=True, exist_ok=True)
+        bad = transcribe_files(model, args.files, opts) if args.files else []
+        if args.eval or args.ablate or args.bench:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
         if args.eval:
             evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
                      args.baseline, args.size, args.limit)
@@ -545,8 +549,51 @@ def main(argv=None):
             wmodel = data.load_whisper("tiny.en", args.device)
             bench(model, wmodel, data.load_split(args.bench_split, args.size), opts, args.device,
                   Path(args.out) / "bench.json")
-    except (data.AudioError, FileNotFoundError, ValueError) as e:
+    except (data.AudioError, FileNotFoundError, ValueError, data.DataError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # a read-only --out folder, a file where a folder should be, a full disk
+        raise SystemExit(f"error: {data.os_error(e, f'--out {args.out}')}") from None
+    if bad:
+        raise SystemExit(f"error: {len(bad)} of {len(args.files)} files could not be read (" + "; ".join(bad[:3])
+                         + (" ..." if len(bad) > 3 else "") + ")" + ("; the others were transcribed"
+                                                                    if len(bad) < len(args.files) else ""))
+
+
+def check_args(p, args):
+    """What argparse's types cannot see: flags that contradict this machine or each other."""
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        p.error(f"--device {args.device}: use cpu or cuda (cuda:N for one GPU)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: this machine has no CUDA GPU; use --device cpu")
+    if args.ckpt == "none" and (args.files or args.ablate or args.bench):
+        p.error("--ckpt none only scores Whisper baselines with --eval; transcribing, --ablate and --bench "
+                "need a trained checkpoint")
+    if args.ckpt == "none" and args.eval and not args.baseline:
+        p.error("--ckpt none --eval needs --baseline (e.g. --baseline tiny.en): there is nothing else to score")
+    if not (args.files or args.eval or args.ablate or args.bench):
+        p.error("nothing to do: pass audio files, --eval SPLIT, --ablate SPLIT or --bench")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file, not a folder: pass a folder for the results")
+
+
+def transcribe_files(model, files, opts) -> list[str]:
+    """Print `file<TAB>transcript` for every readable file, in order; a file that cannot be read gets an error
+    line on stderr and the rest go on. Returns those errors."""
+    names, audios, errors = [], [], []
+    for f in files:
+        try:
+            audios.append(data.load_audio(f, allow_empty=True))
+            names.append(f)
+        except data.AudioError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            errors.append(str(e))
+    for f, a in zip(names, audios):
+        if not has_speech(a):
+            data.warn(f"{f}: no speech ({'empty' if len(a) == 0 else 'silent or under 0.1 s'}): empty transcript")
+    for f, t in zip(names, transcribe(model, audios, opts) if audios else []):
+        print(f"{f}\t{t}", flush=True)
+    return errors
 
 
 if __name__ == "__main__":

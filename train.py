@@ -47,35 +47,62 @@ def get_args(argv=None):
     p.add_argument("--out-dir", default="checkpoints", help="where stage{N}.pt and logs are written")
     p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
     p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
-    p.add_argument("--time-limit", type=float, default=0, help="a budget in minutes: the schedule anneals by "
-                   "whichever of --steps and the time limit comes first, and the run ends there; 0 = off")
-    p.add_argument("--batch-size", type=int, default=64, help="utterances per step per process")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default per stage)")
-    p.add_argument("--warmup", type=float, default=0.05, help="share of the steps spent in linear warm-up")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="the cosine ends at lr * this")
-    p.add_argument("--clip", type=float, default=0.5, help="gradient-norm clip (paper: 0.5)")
-    p.add_argument("--lora-rank", type=int, default=None, help="stage 2: LoRA rank; 0 = full fine-tune (paper)")
-    p.add_argument("--ema", type=float, default=0.995, help="stage 2: EMA decay of the trainable weights")
-    p.add_argument("--feature-dropout", type=float, default=None, help="dropout on audio features (regulariser)")
-    p.add_argument("--dropout", type=float, default=None, help="dropout on the decoder's residual branches")
-    p.add_argument("--time-masks", type=int, default=None, help="SpecAugment-style time masks per utterance "
-                   "on the encoder features (stages 1-2; regulariser)")
-    p.add_argument("--ctc-weight", type=float, default=None, help="weight of the auxiliary CTC loss on the "
-                   "adapted audio features (stages 1-2; 0 = off, the paper)")
-    p.add_argument("--audio-layers", type=int, default=None, help="trainable transformer layers over the audio "
-                   "features before the adapter's K/V (0 = none, the paper)")
+    p.add_argument("--overwrite", action="store_true", help="start OUT_DIR/stage{N}.pt again from scratch, "
+                   "replacing the one there (without it, an existing stage{N}.pt is never overwritten)")
+    p.add_argument("--steps", type=data.positive_int, default=3000, help="optimizer steps")
+    p.add_argument("--time-limit", type=data.nonneg_float, default=0, help="a budget in minutes: the schedule "
+                   "anneals by whichever of --steps and the time limit comes first, and the run ends there; 0 = "
+                   "off. A resumed run continues the clock where its checkpoint stopped")
+    p.add_argument("--batch-size", type=data.positive_int, default=64, help="utterances per step per process")
+    p.add_argument("--grad-accum", type=data.positive_int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=data.positive_float, default=None, help="peak learning rate (default per stage)")
+    p.add_argument("--warmup", type=data.unit_float, default=0.05, help="share of the steps spent in linear "
+                   "warm-up")
+    p.add_argument("--min-lr-ratio", type=data.closed_unit_float, default=0.1, help="the cosine ends at lr * this")
+    p.add_argument("--clip", type=data.positive_float, default=0.5, help="gradient-norm clip (paper: 0.5)")
+    p.add_argument("--lora-rank", type=data.nonneg_int, default=None, help="stage 2: LoRA rank; 0 = full "
+                   "fine-tune (paper)")
+    p.add_argument("--ema", type=data.unit_float, default=0.995, help="stage 2: EMA decay of the trainable "
+                   "weights; 0 = off")
+    p.add_argument("--feature-dropout", type=data.unit_float, default=None, help="dropout on audio features "
+                   "(regulariser)")
+    p.add_argument("--dropout", type=data.unit_float, default=None, help="dropout on the decoder's residual "
+                   "branches")
+    p.add_argument("--time-masks", type=data.nonneg_int, default=None, help="SpecAugment-style time masks per "
+                   "utterance on the encoder features (stages 1-2; regulariser)")
+    p.add_argument("--ctc-weight", type=data.nonneg_float, default=None, help="weight of the auxiliary CTC loss "
+                   "on the adapted audio features (stages 1-2; 0 = off, the paper)")
+    p.add_argument("--audio-layers", type=data.nonneg_int, default=None, help="trainable transformer layers over "
+                   "the audio features before the adapter's K/V (0 = none, the paper)")
     p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
                    "its features once (slower; for data too large to cache)")
-    p.add_argument("--log-every", type=int, default=50, help="steps between log lines")
-    p.add_argument("--eval-every", type=int, default=500, help="steps between dev loss / dev WER")
-    p.add_argument("--eval-utts", type=int, default=64, help="dev utterances for the quick dev WER")
-    p.add_argument("--ckpt-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--log-every", type=data.positive_int, default=50, help="steps between log lines")
+    p.add_argument("--eval-every", type=data.positive_int, default=500, help="steps between dev loss / dev WER")
+    p.add_argument("--eval-utts", type=data.nonneg_int, default=64, help="dev utterances for the quick dev WER "
+                   "(0 = dev loss only)")
+    p.add_argument("--ckpt-every", type=data.positive_int, default=500, help="steps between checkpoints")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--seed", type=int, default=1337, help="random seed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_args(p, args)
+    return args
+
+
+def check_args(p, args):
+    """What argparse's types cannot see: flags that contradict each other or this machine."""
+    if args.resume and args.overwrite:
+        p.error("--resume and --overwrite contradict each other: --resume continues OUT_DIR/stage{N}.pt, "
+                "--overwrite starts it again; pass one")
+    if args.stage == 0 and args.init:
+        p.error("--init is for stages 1 and 2 (stage 0 starts fresh from --whisper and --preset)")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        p.error(f"--device {args.device}: use cpu or cuda (cuda:N for one GPU)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: this machine has no CUDA GPU; use --device cpu")
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
 
 # ----------------------------------------------------------------------------------------------------------
 # Data on the device: canvases (text) and cached encoder features (audio)
@@ -125,7 +152,10 @@ def cache_features(model, utts, device, batch_size=32):
     from tqdm import tqdm
     ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=False)
     workers = min(16, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=workers)
+    # a private generator: the loader's worker seeds come from it, not from the global RNG, so a run that
+    # builds the cache trains exactly as one that finds it on disk
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=workers,
+                                         generator=torch.Generator().manual_seed(0))
     feats, frames = [], []
     amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
     for mel, n_frames, _ in tqdm(loader, desc="encoder features", disable=not is_master()):
@@ -134,6 +164,33 @@ def cache_features(model, utts, device, batch_size=32):
         feats += [f[i, :n].half() for i, n in enumerate(n_frames.tolist())]
         frames.append(n_frames)
     return torch.cat(feats), torch.cat(frames).to(device)
+
+
+def feature_key(model, utts) -> str:
+    """The feature cache's name: every audio file's path, size and modification time, and the encoder's
+    weights, so replaced audio or another encoder never reuses stale features."""
+    h = hashlib.sha256()
+    for u in utts:
+        st = os.stat(u.audio)
+        h.update(f"{u.audio}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for name, t in sorted(model.encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_features(path, n_utts, device):
+    """A cached (flat, n_frames) that loads and fits these utterances, or None (then it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        flat, n_frames = torch.load(path, map_location=device, weights_only=True)
+        if len(n_frames) == n_utts and int(n_frames.sum()) == len(flat):
+            return flat, n_frames
+    except Exception:  # a damaged cache file is only a cache: build it again
+        pass
+    data.warn(f"{path}: damaged feature cache; building it again")
+    return None
 
 
 class AudioBatches:
@@ -152,15 +209,19 @@ class AudioBatches:
         self.model, self.device, self.cached = model, device, not args.no_cache
         if self.cached:
             t0 = time.time()
-            key = hashlib.md5(("".join(u.audio for u in self.ds.utts) + model.cfg.whisper).encode()).hexdigest()
-            path = data.DATA_DIR / "features" / f"{key[:16]}.pt"
-            if path.exists():
-                self.flat, self.n_frames = torch.load(path, map_location=device, weights_only=True)
+            path = data.DATA_DIR / "features" / f"{feature_key(model, self.ds.utts)}.pt"
+            loaded = load_features(path, len(self.ds), device)
+            if loaded is not None:
+                self.flat, self.n_frames = loaded
             else:
                 self.flat, self.n_frames = cache_features(model, self.ds.utts, device)
                 if is_master():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    data.atomic_save((self.flat, self.n_frames), path)
+                    try:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        data.atomic_save((self.flat.cpu(), self.n_frames.cpu()), path)
+                    except OSError as e:  # a read-only data folder: train on, without a cache on disk
+                        data.warn(f"cannot cache the encoder features ({data.os_error(e)}); they are computed "
+                                  f"again next run")
             self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
             log(f"encoder features of {len(self.ds)} utterances ready in {time.time() - t0:.1f} s "
                 f"({self.flat.numel() * 2 / 2**30:.2f} GiB fp16, {path})")
@@ -227,6 +288,26 @@ def setup_distributed(args):
     return args.device
 
 
+def shared_elapsed(t_start, device) -> float:
+    """Seconds since t_start by rank 0's clock, the same number on every rank: the learning rate and the
+    --time-limit decision must agree, or one rank leaves the loop while another waits in a collective."""
+    s = time.time() - t_start
+    if WORLD > 1:
+        t = torch.tensor([s], dtype=torch.float64, device=device)
+        dist.broadcast(t, 0)
+        s = t.item()
+    return s
+
+
+def any_rank(flag: bool, device) -> bool:
+    """True on every rank when it is true on any (e.g. a non-finite loss): all ranks stop together."""
+    if WORLD == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def rng_state():
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
              "python": list(random.getstate()[1])}
@@ -260,7 +341,7 @@ def init_model(args, device):
             cfg.adapter.ctc_weight = args.ctc_weight
         return W.build_model(cfg, whisper_sd).to(device), None
     init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
-    if not init.is_file():
+    if not init.exists():
         raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
                          f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
                          f"(or pass --init PATH).")
@@ -302,13 +383,15 @@ def set_regularisers(cfg: W.WhisfusionConfig, args, model=None):
             blk.drop.p = cfg.decoder.dropout
 
 
-def save_checkpoint(args, model, optimizer, step, ema, finished, best=None):
-    """Everything needed to continue: model, optimizer, step, config, stage, RNG, EMA; written atomically."""
+def save_checkpoint(args, model, optimizer, step, ema, finished, best=None, elapsed_s=0.0):
+    """Everything needed to continue: model, optimizer, step, config, stage, RNG, EMA and the training seconds
+    spent (a resumed --time-limit run continues that clock); written atomically."""
     if not is_master():
         return
     raw = model.module if hasattr(model, "module") else model
     W.save_model(stage_path(args.out_dir, args.stage), raw, optimizer=optimizer.state_dict(), step=step,
-                 stage=args.stage, args=vars(args), rng=rng_state(), ema=ema, finished=finished, best=best)
+                 stage=args.stage, args=vars(args), rng=rng_state(), ema=ema, finished=finished, best=best,
+                 elapsed_s=elapsed_s)
 
 
 def param_groups(model, weight_decay):
@@ -372,9 +455,12 @@ def train(args):
     random.seed(args.seed + RANK)
     np.random.seed(args.seed + RANK)
     hp = STAGE_DEFAULTS[args.stage]
-    peak_lr = args.lr or hp["lr"]
+    peak_lr = hp["lr"] if args.lr is None else args.lr
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if stage_path(out_dir, args.stage).exists() and not (args.resume or args.overwrite):
+        raise SystemExit(f"{stage_path(out_dir, args.stage)} exists: pass --resume to continue it or --overwrite "
+                         f"to start again (or choose another --out-dir)")
 
     # data first, so that missing data fails before anything heavy happens (stage 0 reads text only)
     if args.stage > 0:
@@ -414,14 +500,14 @@ def train(args):
     ema = None
     if args.stage == 2 and args.ema:
         ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
-    step = 0
+    step, elapsed0 = 0, 0.0
     if resume_ckpt is not None:
         optimizer.load_state_dict(resume_ckpt["optimizer"])
-        step, ema = resume_ckpt["step"], resume_ckpt.get("ema") or ema
+        step, ema, elapsed0 = resume_ckpt["step"], resume_ckpt.get("ema") or ema, resume_ckpt.get("elapsed_s", 0.0)
         if ema:
             ema = {k: v.to(device) for k, v in ema.items()}
         set_rng_state(resume_ckpt["rng"])
-        log(f"resumed at step {step}")
+        log(f"resumed at step {step}" + (f", {elapsed0:.0f} s of the time budget spent" if args.time_limit else ""))
     raw = model
     if args.compile:
         model = torch.compile(model)
@@ -435,11 +521,11 @@ def train(args):
     if is_master() and (step == 0 or not log_path.exists()):
         log_path.write_text("step,loss,lr,dev_loss,dev_wer,utt_per_s,elapsed_s\n")
     bar = tqdm(total=args.steps, initial=step, disable=not is_master(), desc=f"stage {args.stage}")
-    t_start, t_last, seen = time.time(), time.time(), 0
+    t_start, t_last, seen = time.time() - elapsed0, time.time(), 0  # the clock continues on --resume
     model.train()
     lo, hi = hp["mask"]
     while step < args.steps:
-        lr = lr_at(step, args, peak_lr, time.time() - t_start)
+        lr = lr_at(step, args, peak_lr, shared_elapsed(t_start, device))
         for g in optimizer.param_groups:
             g["lr"] = lr
         total = 0.0
@@ -463,7 +549,7 @@ def train(args):
                 (loss / args.grad_accum).backward()
             total += loss.item() / args.grad_accum
             seen += len(idx) * WORLD
-        if not math.isfinite(total):
+        if any_rank(not math.isfinite(total), device):
             raise SystemExit(f"loss is {total} at step {step}: stopping. The last good checkpoint is "
                              f"{stage_path(out_dir, args.stage)}; resume with a lower --lr (now {peak_lr}).")
         torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip)
@@ -494,9 +580,11 @@ def train(args):
                                  if v != ""))
             with open(log_path, "a") as f:
                 csv.DictWriter(f, row.keys()).writerow(row)
-        out_of_time = bool(args.time_limit) and time.time() - t_start > 60 * args.time_limit
+        elapsed = shared_elapsed(t_start, device)  # rank 0's clock: every rank takes the same decision
+        out_of_time = bool(args.time_limit) and elapsed > 60 * args.time_limit
         if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
-            save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps or out_of_time)
+            save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps or out_of_time,
+                            elapsed_s=elapsed)
         if out_of_time:
             log(f"time budget of {args.time_limit} min used at step {step}: the schedule has annealed; done")
             if is_master():
@@ -512,7 +600,7 @@ def train(args):
     if device.startswith("cuda"):
         log(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB on {torch.cuda.get_device_name()}")
     if WORLD > 1:
-        dist.destroy_process_group()
+        dist.barrier()  # the other ranks wait here while rank 0 evaluates and saves; then all leave together
     return {"step": step, "loss": total}
 
 
@@ -546,7 +634,17 @@ def main(argv=None):
         raise SystemExit(f"out of GPU memory at --batch-size {args.batch_size}: try --batch-size "
                          f"{max(1, args.batch_size // 2)} --grad-accum {args.grad_accum * 2}") from None
     except FileNotFoundError as e:
-        raise SystemExit(str(e)) from None
+        raise SystemExit(f"error: {e}") from None
+    except data.AudioError as e:  # from a data-loader worker the message carries its traceback: keep the last line
+        raise SystemExit(f"error: {str(e).strip().splitlines()[-1].split('AudioError: ')[-1]}") from None
+    except (ValueError, data.DataError) as e:  # bad input: W.CheckpointError, data's readers, data.DataError
+        raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # a read-only folder, a file where a folder should be, a full disk
+        raise SystemExit(f"error: {data.os_error(e, f'--out-dir {args.out_dir} or the data folder {data.DATA_DIR}')}"
+                         ) from None
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

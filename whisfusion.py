@@ -508,9 +508,17 @@ def load_encoder(model: Whisfusion, whisper_state: dict):
 
 def whisper_encoder_dims(ckpt_path) -> tuple[EncoderConfig, dict]:
     """(EncoderConfig, state dict) of an openai-whisper .pt file."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(ckpt_path, "Whisper checkpoint")
+    if "config" in ckpt and "model" in ckpt:
+        raise CheckpointError(f"{ckpt_path} is a Whisfusion checkpoint, not a Whisper one: pass it as --init "
+                              f"(train.py) or --ckpt (decode.py), and as --whisper tiny.en, base or a Whisper .pt")
+    if not isinstance(ckpt.get("dims"), dict) or not isinstance(ckpt.get("model_state_dict"), dict):
+        raise CheckpointError(f"{ckpt_path} is not an openai-whisper checkpoint (no 'dims' and "
+                              f"'model_state_dict'): pass tiny.en, base or a .pt written by openai-whisper")
     dims = ckpt["dims"]
     names = [f.name for f in fields(EncoderConfig)]
+    if missing := [k for k in names if k not in dims]:
+        raise CheckpointError(f"{ckpt_path}: its 'dims' lack {missing}: not an openai-whisper checkpoint")
     return EncoderConfig(**{k: dims[k] for k in names}), ckpt["model_state_dict"]
 
 
@@ -525,26 +533,82 @@ def config_diff(a: dict, b: dict, prefix="") -> list[str]:
     return out
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to pass instead."""
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file named after this process, then rename: a crash never leaves a
+    half-written file, and two runs writing the same path never share a temporary file."""
+    import os
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_checkpoint(path, what="checkpoint") -> dict:
+    """torch.load(weights_only=True) of a dict, every failure turned into one line naming the file."""
+    import os
+    import pickle
+    if not os.path.isfile(path):
+        if os.path.isdir(path):
+            raise CheckpointError(f"{what} {path} is a directory; pass the .pt file inside it")
+        raise FileNotFoundError(f"{what} {path} does not exist (train one with `python train.py --stage 0`)")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted copy?): copy it again or "
+                              f"retrain")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():
+            raise CheckpointError(f"{what} {path} holds Python objects besides tensors and was refused (loading "
+                                  f"it could run code): use a checkpoint written by train.py") from None
+        raise CheckpointError(f"{what} {path} is not a PyTorch checkpoint (random or damaged bytes): copy it "
+                              f"again or retrain") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        reason = str(e).split(".")[0] or type(e).__name__
+        raise CheckpointError(f"{what} {path} is truncated or damaged ({reason}): copy it again or retrain "
+                              f"(train.py resumes from the last good checkpoint with --resume)") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{what} {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
 def save_model(path, model: Whisfusion, **extra):
     """Config + weights (the frozen encoder included, so a checkpoint stands alone), written atomically."""
-    import os
     obj = {"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_save(obj, path)
 
 
 def load_model(path, device="cpu", expect: WhisfusionConfig | None = None) -> tuple[Whisfusion, dict]:
     """Rebuild a model from a checkpoint (weights_only=True: no code runs). With `expect`, a config that
-    differs is a clear error naming the fields."""
-    import os
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist (train one with `python train.py --stage 0`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = WhisfusionConfig.from_dict(ckpt["config"])
+    differs is a clear error naming the fields. A file that is not a Whisfusion checkpoint (truncated, random
+    bytes, an openai-whisper .pt, another version's config) is a CheckpointError: one line, file and fix."""
+    ckpt = read_checkpoint(path)
+    if "config" not in ckpt or "model" not in ckpt:
+        if "dims" in ckpt and "model_state_dict" in ckpt:
+            raise CheckpointError(f"{path} is an openai-whisper checkpoint, not a Whisfusion one: pass it as "
+                                  f"--whisper to `train.py --stage 0`; --ckpt and --init take a stageN.pt "
+                                  f"written by train.py")
+        raise CheckpointError(f"{path} is not a Whisfusion checkpoint (no 'config' and 'model'): pass a "
+                              f"stageN.pt written by train.py")
+    try:
+        cfg = WhisfusionConfig.from_dict(ckpt["config"])
+    except (TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its config does not fit this code ({e}): it was written by another "
+                              f"version of whisfusion.py; retrain it or check out that version") from None
     if expect is not None and (diff := config_diff(expect.to_dict(), cfg.to_dict())):
-        raise ValueError(f"{path}: config does not match; differing fields (expected != checkpoint): "
-                         + "; ".join(diff))
+        raise CheckpointError(f"{path}: config does not match; differing fields (expected != checkpoint): "
+                              + "; ".join(diff))
     model = build_model(cfg)
-    model.load_state_dict(ckpt["model"], strict=True)
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: its weights do not fit its config ({first[-1].strip() if first else e}): "
+                              f"the file is damaged or from another version; retrain it") from None
     return model.to(device), ckpt

@@ -102,16 +102,32 @@ def test_missing_data_points_to_data_py(tmp_path, monkeypatch):
         train.main(["--stage", "1", "--size", "small", "--out-dir", str(tmp_path), "--device", "cpu", "--steps", "1"])
 
 
+def ddp_cmd(out, curriculum, manifest, port, *extra):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+            str(ROOT / "train.py"), "--stage", "1", "--init", str(curriculum / "stage0.pt"), "--train-split",
+            str(manifest), "--dev-split", str(manifest), "--out-dir", str(out), "--batch-size", "2",
+            "--eval-every", "1000", "--log-every", "2", "--device", "cpu", *extra]
+
+
 def test_two_process_gloo_ddp(tmp_path, curriculum, real_manifest):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(ROOT / "train.py"), "--stage", "1", "--init", str(curriculum / "stage0.pt"), "--train-split",
-           str(real_manifest), "--dev-split", str(real_manifest), "--out-dir", str(tmp_path), "--steps", "4",
-           "--batch-size", "2", "--eval-every", "1000", "--log-every", "2", "--device", "cpu"]
+    cmd = ddp_cmd(tmp_path, curriculum, real_manifest, 29533, "--steps", "4")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["stage1.pt"]
     assert torch.load(tmp_path / "stage1.pt", weights_only=True)["step"] == 4
+
+
+def test_two_process_gloo_ddp_time_limit_ends_by_itself(tmp_path, curriculum, real_manifest):
+    """Rank 0's clock decides for both ranks: the run ends by its time budget, every rank leaves, no hang."""
+    cmd = ddp_cmd(tmp_path, curriculum, real_manifest, 29534, "--steps", "100000", "--time-limit", "0.05",
+                  "--eval-utts", "0")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)  # a hang fails, not waits
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "time budget of 0.05 min used" in res.stdout
+    ckpt = torch.load(tmp_path / "stage1.pt", weights_only=True)
+    assert ckpt["finished"] and 1 <= ckpt["step"] < 100000 and ckpt["elapsed_s"] > 3
 
 
 def test_stage1_adds_audio_layers_and_ctc_to_a_stage0_model(tmp_path, curriculum, real_manifest):
