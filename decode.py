@@ -111,6 +111,7 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
         masked = mask_for_step(conf, ratio, opts, noise[s, :canvas.shape[0], :canvas.shape[1]])  # (N, L)
         logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
         conf, pred = greedy_fill(logits)  # conf everywhere, also where the token was kept (paper 3.1, step 4)
+        pred = model.head_ids[pred]  # head rows -> Whisper ids (the identity with the full vocabulary)
         canvas = torch.where(masked, pred, canvas)
         if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
             is_eot = canvas == tok.eot
@@ -235,13 +236,15 @@ def transcribe_features(model, features, n_frames, opts=DecodeOptions(), batch_s
 
 @torch.no_grad()
 def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size=16) -> list[str]:
-    """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order."""
+    """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order
+    (over the encoder window: 6 s for the cpu preset)."""
     device = next(model.parameters()).device
+    window_s = min(data.MAX_SECONDS, model.cfg.encoder.n_audio_ctx * 0.02)  # 50 encoder frames per second
     windows, owner = [], []
     for i, a in enumerate(audios):
-        n_win = max(1, math.ceil(len(a) / (data.SAMPLE_RATE * data.MAX_SECONDS)))
+        n_win = max(1, math.ceil(len(a) / (data.SAMPLE_RATE * window_s)))
         for w in range(n_win):
-            chunk = a[w * data.SAMPLE_RATE * 30:(w + 1) * data.SAMPLE_RATE * 30]
+            chunk = a[int(w * data.SAMPLE_RATE * window_s):int((w + 1) * data.SAMPLE_RATE * window_s)]
             windows.append(chunk)
             owner.append(i)
     texts = [""] * len(windows)

@@ -62,6 +62,9 @@ def get_args(argv=None):
     p.add_argument("--dropout", type=float, default=None, help="dropout on the decoder's residual branches")
     p.add_argument("--time-masks", type=int, default=None, help="SpecAugment-style time masks per utterance "
                    "on the encoder features (stages 1-2; regulariser)")
+    p.add_argument("--vocab-from-corpus", action="store_true", help="stage 0: the decoder reads and writes only "
+                   "the tokens of the training transcripts (+ sot, eot): a small output layer for a narrow task "
+                   "such as --size numbers; the list is saved in the checkpoint's config (decoder.vocab)")
     p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
                    "its features once (slower; for data too large to cache)")
     p.add_argument("--log-every", type=int, default=50, help="steps between log lines")
@@ -76,16 +79,31 @@ def get_args(argv=None):
 # ----------------------------------------------------------------------------------------------------------
 # Data on the device: canvases (text) and cached encoder features (audio)
 
-def text_canvases(utts, canvas_len: int) -> torch.Tensor:
-    """Stage 0: training text (offline books + training transcripts, never dev/test) as canvases (N, L)."""
-    sents = {s for doc in data.build_text()["train"].values() for s in doc} | {u.text for u in utts}
+def text_canvases(utts, canvas_len: int, size: str = "default", vocab: tuple = ()) -> torch.Tensor:
+    """Stage 0: training text (offline books + training transcripts, never dev/test) as canvases (N, L).
+
+    A grammar-made corpus (data.SIZES[size]["grammar"]) takes its own training-side sentences instead of the
+    books; with a restricted vocabulary, a sentence with a token outside it is left out."""
+    books = data.grammar_sentences("train", size) if data.SIZES.get(size, {}).get("grammar") \
+        else {s for doc in data.build_text()["train"].values() for s in doc}
+    sents = set(books) | {u.text for u in utts}
+    allowed = set(vocab)
     rows = []
     for s in sorted(sents):
         try:
-            rows.append(data.make_canvas(s, canvas_len))
+            row = data.make_canvas(s, canvas_len)
         except ValueError:
             continue  # longer than the canvas
+        if not allowed or allowed.issuperset(row):
+            rows.append(row)
     return torch.tensor(rows)
+
+
+def corpus_vocab(utts) -> tuple:
+    """--vocab-from-corpus: the Whisper ids of the training transcripts, plus sot and eot (sorted)."""
+    tok = data.get_tokenizer()
+    ids = {tok.sot, tok.eot} | {i for u in utts for i in tok.encode(" " + data.normalize_text(u.text))}
+    return tuple(sorted(ids))
 
 
 @torch.no_grad()
@@ -102,6 +120,7 @@ def cache_features(model, utts, device, batch_size=32):
     for mel, n_frames, _ in tqdm(loader, desc="encoder features", disable=not is_master()):
         with amp:
             f = model.embed_audio(mel.to(device))  # (B, 1500, d)
+        n_frames = n_frames.clamp(max=f.shape[1])  # a short encoder window (cpu preset) cuts longer audio
         feats += [f[i, :n].half() for i, n in enumerate(n_frames.tolist())]
         frames.append(n_frames)
     return torch.cat(feats), torch.cat(frames).to(device)
@@ -120,7 +139,9 @@ class AudioBatches:
         self.model, self.device, self.cached = model, device, not args.no_cache
         if self.cached:
             t0 = time.time()
-            key = hashlib.md5(("".join(u.audio for u in self.ds.utts) + model.cfg.whisper).encode()).hexdigest()
+            window = "" if model.cfg.encoder.n_audio_ctx == 1500 else f"/{model.cfg.encoder.n_audio_ctx}"
+            key = hashlib.md5(("".join(u.audio for u in self.ds.utts) + model.cfg.whisper + window).encode()
+                              ).hexdigest()
             path = data.DATA_DIR / "features" / f"{key[:16]}.pt"
             if path.exists():
                 self.flat, self.n_frames = torch.load(path, map_location=device, weights_only=True)
@@ -207,12 +228,16 @@ def stage_path(out_dir, stage):
     return Path(out_dir) / f"stage{stage}.pt"
 
 
-def init_model(args, device):
+def init_model(args, device, train_utts=()):
     """Stage 0: a fresh decoder on the Whisper encoder. Later stages: the previous stage's checkpoint."""
     if args.stage == 0:
         cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
+        window = cfg.encoder.n_audio_ctx  # the preset's encoder window (cpu: 6 s); the rest is Whisper's
         cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
+        cfg.encoder.n_audio_ctx = min(window, cfg.encoder.n_audio_ctx)
         cfg.whisper = args.whisper
+        if getattr(args, "vocab_from_corpus", False):
+            cfg.decoder.vocab = corpus_vocab(train_utts)
         set_regularisers(cfg, args)
         return W.build_model(cfg, whisper_sd).to(device), None
     init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
@@ -301,7 +326,7 @@ def dev_metrics(model, dev, args, device, amp):
         xt = torch.where(masked, raw.cfg.decoder.mask_id, x0)
         with amp:
             logits = raw(xt, raw.audio_context(feats, n) if args.stage > 0 else None)
-        losses.append(W.masked_token_loss(logits, x0, masked).item())
+        losses.append(W.masked_token_loss(logits, raw.rows(x0, strict=False), masked).item())
     out = {"dev_loss": float(np.mean(losses))}
     if args.stage > 0 and args.eval_utts:
         utts = dev.ds.utts[:args.eval_utts]
@@ -338,14 +363,15 @@ def train(args):
             log(f"{stage_path(out_dir, args.stage)} is finished; nothing to resume")
             return resume_ckpt
     else:
-        model, _ = init_model(args, device)
+        model, _ = init_model(args, device, train_utts)
     W.set_trainable(model, args.stage)
     counts = W.param_counts(model)
     log(f"stage {args.stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
         f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
 
     if args.stage == 0:
-        canvases = text_canvases(train_utts, model.cfg.decoder.canvas_len).to(device)
+        canvases = text_canvases(train_utts, model.cfg.decoder.canvas_len, args.size,
+                                 model.cfg.decoder.vocab).to(device)
         log(f"stage 0 text: {len(canvases):,} distinct training sentences")
         n_items = len(canvases)
     else:
@@ -401,7 +427,8 @@ def train(args):
                 if args.stage > 0:
                     ctx = raw.audio_context(feats, n_frames)
                 logits = model(xt, ctx)
-                loss = W.elbo_loss(logits, x0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, x0, masked)
+                y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
+                loss = W.elbo_loss(logits, y0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, y0, masked)
                 (loss / args.grad_accum).backward()
             total += loss.item() / args.grad_accum
             seen += len(idx) * WORLD
