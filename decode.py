@@ -319,7 +319,7 @@ def whisper_transcribe(wmodel, audios, device, batch_size=16) -> list[str]:
     return out
 
 
-def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="default", limit=None):
+def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="default", limit=None, show=0):
     """WER of our model (and of Whisper baselines) on one split; writes a per-utterance CSV."""
     from tqdm import tqdm
     utts = data.load_split(split, size)[:limit]
@@ -344,7 +344,16 @@ def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="defau
     print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'time s':>8s}")
     for k, (c, m, t) in results.items():
         print(f"{k:24s} {c:13.2f} {m:15.2f} {t:8.1f}")
+    show_pairs(refs, hyps_by, show)
     return results
+
+
+def show_pairs(refs, hyps_by: dict, n: int):
+    """Print the first n references with every system's hypothesis under it (--show N)."""
+    for i in range(min(n, len(refs))):
+        print(f"  ref{'':19s} {refs[i]}")
+        for k, hyps in hyps_by.items():
+            print(f"  {k:22s} {hyps[i]}{'' if normalize(hyps[i]) == normalize(refs[i]) else '   (differs)'}")
 
 # ----------------------------------------------------------------------------------------------------------
 # Benchmark (GPU): batch-1 latency per length bucket and batched throughput, ours vs Whisper, same run
@@ -476,6 +485,7 @@ def main(argv=None):
                    "LibriSpeech folder or a .tsv manifest")
     p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
     p.add_argument("--limit", type=int, default=None, help="score only the first N utterances")
+    p.add_argument("--show", type=int, default=0, help="--eval: print N reference / hypothesis pairs")
     p.add_argument("--baseline", nargs="*", default=[], help="Whisper models decoded greedily on the same split "
                    "(tiny.en, base, or a .pt path)")
     p.add_argument("--bench", action="store_true", help="latency and throughput benchmark vs Whisper-tiny.en")
@@ -502,7 +512,7 @@ def main(argv=None):
         Path(args.out).mkdir(parents=True, exist_ok=True)
         if args.eval:
             evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
-                     args.baseline, args.size, args.limit)
+                     args.baseline, args.size, args.limit, args.show)
         if args.ablate:
             ablate(model, args.ablate, args.device, args.size, args.limit,
                    out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")
