@@ -27,7 +27,7 @@ import whisfusion as W  # noqa: E402
 torch.manual_seed(0)
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (9, 3)})
 SIZE = "numbers"  # the CPU task's corpus
-CKPT_DIR = ROOT / "checkpoints" / "cpu"
+CKPT_DIR = Path(os.environ.get("WHISFUSION_CPU_CKPT", ROOT / "checkpoints" / "cpu"))  # what make demo writes
 tok = data.get_tokenizer()
 MASK = W.DecoderConfig().mask_id
 
