@@ -37,9 +37,9 @@ test: setup
 # CPU demo: the narrow `numbers` task (spoken commands, times and numbers; README "CPU demo"), the `cpu` preset
 # with an output layer over the corpus's tokens, stage 0 -> 1 -> 2 with a time budget each (minutes), then the
 # held-out test splits next to Whisper-tiny.en with a few reference / hypothesis pairs.
-# The earlier small-corpus pipeline: make demo SIZE=small PRESET=tiny VOCAB= LR0=3e-4 M0=4 M1=4 M2=4 BATCH=16 \
+# The earlier small-corpus pipeline: make demo SIZE=small PRESET=tiny VOCAB= LR0=3e-4 LR1=1e-3 M0=4 M1=4 M2=4 BATCH=16 \
 #   THREADS=2 SPLITS="test test-unseen-voice real"
-# GPU: make demo SIZE=default PRESET=default VOCAB= LR0=3e-4 M0=4 M1=4 M2=4 BATCH=128 SPLITS="test test-unseen-voice real"
+# GPU: make demo SIZE=default PRESET=default VOCAB= LR0=3e-4 LR1=1e-3 M0=4 M1=4 M2=4 BATCH=128 SPLITS="test test-unseen-voice real"
 SIZE    ?= numbers
 PRESET  ?= cpu
 VOCAB   ?= --vocab-from-corpus
@@ -47,7 +47,8 @@ M0      ?= 1
 M1      ?= 3.5
 M2      ?= 2.5
 LR0     ?= 1e-3
-BATCH   ?= 64
+LR1     ?= 2e-3
+BATCH   ?= 32
 OUT     ?= checkpoints/cpu
 SPLITS  ?= test test-unseen-voice
 # one thread per training process: the cpu preset's matrices are too small to split over threads, and on a
@@ -60,7 +61,7 @@ TRAIN    = OMP_NUM_THREADS=$(THREADS) $(BIN)/python train.py --size $(SIZE) --ou
 cpu-model: setup
 	$(BIN)/python data.py --size $(SIZE) --weights tiny.en
 	$(TRAIN) --stage 0 --preset $(PRESET) $(VOCAB) --time-limit $(M0) --lr $(LR0)
-	$(TRAIN) --stage 1 --time-limit $(M1)
+	$(TRAIN) --stage 1 --time-limit $(M1) --lr $(LR1)
 	$(TRAIN) --stage 2 --time-limit $(M2) --lora-rank 0
 
 demo: cpu-model
