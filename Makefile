@@ -43,12 +43,13 @@ test: setup
 SIZE    ?= numbers
 PRESET  ?= cpu
 VOCAB   ?= --vocab-from-corpus
-M0      ?= 1
+M0      ?= 2
 M1      ?= 3.5
 M2      ?= 2.5
 LR0     ?= 1e-3
 LR1     ?= 2e-3
 BATCH   ?= 32
+BATCH0  ?= 64
 OUT     ?= checkpoints/cpu
 SPLITS  ?= test test-unseen-voice
 # one thread per training process: the cpu preset's matrices are too small to split over threads, and on a
@@ -60,7 +61,7 @@ TRAIN    = OMP_NUM_THREADS=$(THREADS) $(BIN)/python train.py --size $(SIZE) --ou
 # the three checkpoints the notebooks load (checkpoints/cpu/stage{0,1,2}.pt)
 cpu-model: setup
 	$(BIN)/python data.py --size $(SIZE) --weights tiny.en
-	$(TRAIN) --stage 0 --preset $(PRESET) $(VOCAB) --time-limit $(M0) --lr $(LR0)
+	$(TRAIN) --stage 0 --preset $(PRESET) $(VOCAB) --time-limit $(M0) --lr $(LR0) --batch-size $(BATCH0)
 	$(TRAIN) --stage 1 --time-limit $(M1) --lr $(LR1)
 	$(TRAIN) --stage 2 --time-limit $(M2) --lora-rank 0
 

@@ -25,6 +25,7 @@ import train  # noqa: E402
 import whisfusion as W  # noqa: E402
 
 torch.manual_seed(0)
+torch.set_num_threads(1)  # the cpu model's matrices are small: one thread is as fast, and much faster on a busy machine
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (9, 3)})
 SIZE = "numbers"  # the CPU task's corpus
 CKPT_DIR = Path(os.environ.get("WHISFUSION_CPU_CKPT", ROOT / "checkpoints" / "cpu"))  # what make demo writes
