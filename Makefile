@@ -37,9 +37,9 @@ test: setup
 # CPU demo: the narrow `numbers` task (spoken commands, times and numbers; README "CPU demo"), the `cpu` preset
 # with an output layer over the corpus's tokens, stage 0 -> 1 -> 2 with a time budget each (minutes), then the
 # held-out test splits next to Whisper-tiny.en with a few reference / hypothesis pairs.
-# The earlier small-corpus pipeline: make demo SIZE=small PRESET=tiny VOCAB= LR0=3e-4 LR1=1e-3 M0=4 M1=4 M2=4 BATCH=16 \
+# The earlier small-corpus pipeline: make demo SIZE=small PRESET=tiny VOCAB= LR0=3e-4 LR1=1e-3 M0=4 M1=4 M2=4 BATCH=16 BATCH0=16 \
 #   THREADS=2 SPLITS="test test-unseen-voice real"
-# GPU: make demo SIZE=default PRESET=default VOCAB= LR0=3e-4 LR1=1e-3 M0=4 M1=4 M2=4 BATCH=128 SPLITS="test test-unseen-voice real"
+# GPU: make demo SIZE=default PRESET=default VOCAB= LR0=3e-4 LR1=1e-3 M0=4 M1=4 M2=4 BATCH=128 BATCH0=128 SPLITS="test test-unseen-voice real"
 SIZE    ?= numbers
 PRESET  ?= cpu
 VOCAB   ?= --vocab-from-corpus
