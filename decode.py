@@ -129,6 +129,7 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
             masked[:, 0] = False
         logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
         conf, pred = greedy_fill(logits)  # conf everywhere, also where the token was kept (paper 3.1, step 4)
+        pred = model.head_ids[pred]  # head rows -> Whisper ids (the identity with the full vocabulary)
         canvas = torch.where(masked, pred, canvas)
         if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
             is_eot = canvas == tok.eot
@@ -258,13 +259,15 @@ def has_speech(audio: np.ndarray) -> bool:
 
 @torch.no_grad()
 def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size=16) -> list[str]:
-    """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order."""
+    """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order
+    (over the encoder window: 6 s for the cpu preset)."""
     device = next(model.parameters()).device
+    window_s = min(data.MAX_SECONDS, model.cfg.encoder.n_audio_ctx * 0.02)  # 50 encoder frames per second
     windows, owner = [], []
     for i, a in enumerate(audios):
-        n_win = max(1, math.ceil(len(a) / (data.SAMPLE_RATE * data.MAX_SECONDS)))
+        n_win = max(1, math.ceil(len(a) / (data.SAMPLE_RATE * window_s)))
         for w in range(n_win):
-            chunk = a[w * data.SAMPLE_RATE * 30:(w + 1) * data.SAMPLE_RATE * 30]
+            chunk = a[int(w * data.SAMPLE_RATE * window_s):int((w + 1) * data.SAMPLE_RATE * window_s)]
             windows.append(chunk)
             owner.append(i)
     texts = [""] * len(windows)
@@ -346,7 +349,7 @@ def whisper_transcribe(wmodel, audios, device, batch_size=16) -> list[str]:
     return out
 
 
-def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="default", limit=None):
+def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="default", limit=None, show=0):
     """WER of our model (and of Whisper baselines) on one split; writes a per-utterance CSV."""
     from tqdm import tqdm
     utts = data.load_split(split, size)[:limit]
@@ -375,7 +378,16 @@ def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="defau
     print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated words %':>17s} {'time s':>8s}")
     for k, (c, m, r, t) in results.items():
         print(f"{k:24s} {c:13.2f} {m:15.2f} {r:17.2f} {t:8.1f}")
+    show_pairs(refs, hyps_by, show)
     return results
+
+
+def show_pairs(refs, hyps_by: dict, n: int):
+    """Print the first n references with every system's hypothesis under it (--show N)."""
+    for i in range(min(n, len(refs))):
+        print(f"  ref{'':19s} {refs[i]}")
+        for k, hyps in hyps_by.items():
+            print(f"  {k:22s} {hyps[i]}{'' if normalize(hyps[i]) == normalize(refs[i]) else '   (differs)'}")
 
 # ----------------------------------------------------------------------------------------------------------
 # Benchmark (GPU): batch-1 latency per length bucket and batched throughput, ours vs Whisper, same run
@@ -514,6 +526,7 @@ def main(argv=None):
                    "LibriSpeech folder or a .tsv manifest")
     p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
     p.add_argument("--limit", type=data.positive_int, default=None, help="score only the first N utterances")
+    p.add_argument("--show", type=data.nonneg_int, default=0, help="--eval: print N reference / hypothesis pairs")
     p.add_argument("--baseline", nargs="*", default=[], help="Whisper models decoded greedily on the same split "
                    "(tiny.en, base, or a .pt path)")
     p.add_argument("--bench", action="store_true", help="latency and throughput benchmark vs Whisper-tiny.en")
@@ -541,7 +554,7 @@ def main(argv=None):
             Path(args.out).mkdir(parents=True, exist_ok=True)
         if args.eval:
             evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
-                     args.baseline, args.size, args.limit)
+                     args.baseline, args.size, args.limit, args.show)
         if args.ablate:
             ablate(model, args.ablate, args.device, args.size, args.limit,
                    out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")

@@ -74,6 +74,9 @@ def get_args(argv=None):
                    "on the adapted audio features (stages 1-2; 0 = off, the paper)")
     p.add_argument("--audio-layers", type=data.nonneg_int, default=None, help="trainable transformer layers over "
                    "the audio features before the adapter's K/V (0 = none, the paper)")
+    p.add_argument("--vocab-from-corpus", action="store_true", help="stage 0: the decoder reads and writes only "
+                   "the tokens of the training transcripts (+ sot, eot): a small output layer for a narrow task "
+                   "such as --size numbers; the list is saved in the checkpoint's config (decoder.vocab)")
     p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
                    "its features once (slower; for data too large to cache)")
     p.add_argument("--log-every", type=data.positive_int, default=50, help="steps between log lines")
@@ -107,27 +110,34 @@ def check_args(p, args):
 # ----------------------------------------------------------------------------------------------------------
 # Data on the device: canvases (text) and cached encoder features (audio)
 
-def text_canvases(split: str, canvas_len: int) -> torch.Tensor:
-    """Stage 0: the offline books' text of one split (train, or dev for the dev loss) as canvases (N, L).
+def text_canvases(split: str, canvas_len: int, size: str = "default", vocab: tuple = ()) -> torch.Tensor:
+    """Stage 0: the text of one split (train, or dev for the dev loss) as canvases (N, L); no audio needed.
 
-    Text only, no audio corpus needed. Each sentence, plus passages of consecutive sentences of 55-75 words,
-    because the corpus also holds 20-30 s utterances whose canvases are that long."""
+    The books' sentences, plus passages of 55-75 consecutive words because the corpus also holds 20-30 s
+    utterances whose canvases are that long. A grammar-made corpus (data.SIZES[size]["grammar"]) takes its own
+    sentences instead of the books; with a restricted vocabulary, a sentence with a token outside it is left out."""
     texts = set()
-    for sents in data.build_text()[split].values():
-        texts.update(sents)
-        passage = []
-        for s in sents:
-            passage += s.split()
-            if len(passage) >= 55:
-                if len(passage) <= 75:
-                    texts.add(" ".join(passage))
-                passage = []
+    if data.SIZES.get(size, {}).get("grammar"):
+        texts.update(data.grammar_sentences(split, size))
+    else:
+        for sents in data.build_text()[split].values():
+            texts.update(sents)
+            passage = []
+            for s in sents:
+                passage += s.split()
+                if len(passage) >= 55:
+                    if len(passage) <= 75:
+                        texts.add(" ".join(passage))
+                    passage = []
+    allowed = set(vocab)
     rows = []
     for s in sorted(texts):
         try:
-            rows.append(data.make_canvas(s, canvas_len))
+            row = data.make_canvas(s, canvas_len)
         except ValueError:
             continue  # longer than the canvas
+        if not allowed or allowed.issuperset(row):
+            rows.append(row)
     return torch.tensor(rows)
 
 
@@ -142,6 +152,13 @@ class TextBatches:
 
     def get(self, idx):
         return None, None, self.canvas[idx]
+
+
+def corpus_vocab(utts) -> tuple:
+    """--vocab-from-corpus: the Whisper ids of the training transcripts, plus sot and eot (sorted)."""
+    tok = data.get_tokenizer()
+    ids = {tok.sot, tok.eot} | {i for u in utts for i in tok.encode(" " + data.normalize_text(u.text))}
+    return tuple(sorted(ids))
 
 
 @torch.no_grad()
@@ -161,6 +178,7 @@ def cache_features(model, utts, device, batch_size=32):
     for mel, n_frames, _ in tqdm(loader, desc="encoder features", disable=not is_master()):
         with amp:
             f = model.embed_audio(mel.to(device))  # (B, 1500, d)
+        n_frames = n_frames.clamp(max=f.shape[1])  # a short encoder window (cpu preset) cuts longer audio
         feats += [f[i, :n].half() for i, n in enumerate(n_frames.tolist())]
         frames.append(n_frames)
     return torch.cat(feats), torch.cat(frames).to(device)
@@ -328,12 +346,16 @@ def stage_path(out_dir, stage):
     return Path(out_dir) / f"stage{stage}.pt"
 
 
-def init_model(args, device):
+def init_model(args, device, train_utts=()):
     """Stage 0: a fresh decoder on the Whisper encoder. Later stages: the previous stage's checkpoint."""
     if args.stage == 0:
         cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
+        window = cfg.encoder.n_audio_ctx  # the preset's encoder window (cpu: 6 s); the rest is Whisper's
         cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
+        cfg.encoder.n_audio_ctx = min(window, cfg.encoder.n_audio_ctx)
         cfg.whisper = args.whisper
+        if args.vocab_from_corpus:
+            cfg.decoder.vocab = corpus_vocab(train_utts)
         set_regularisers(cfg, args)
         if args.audio_layers is not None:
             cfg.adapter.audio_layers = args.audio_layers
@@ -436,7 +458,7 @@ def dev_metrics(model, dev, args, device, amp):
         xt = torch.where(masked, raw.cfg.decoder.mask_id, x0)
         with amp:
             logits = raw(xt, raw.audio_context(feats, n) if args.stage > 0 else None)
-        losses.append(W.masked_token_loss(logits, x0, masked).item())
+        losses.append(W.masked_token_loss(logits, raw.rows(x0, strict=False), masked).item())
     out = {"dev_loss": float(np.mean(losses))}
     if args.stage > 0 and args.eval_utts:
         utts = dev.ds.utts[:args.eval_utts]
@@ -462,9 +484,10 @@ def train(args):
         raise SystemExit(f"{stage_path(out_dir, args.stage)} exists: pass --resume to continue it or --overwrite "
                          f"to start again (or choose another --out-dir)")
 
-    # data first, so that missing data fails before anything heavy happens (stage 0 reads text only)
+    # data first, so that missing data fails before anything heavy happens (stage 0 reads text only, and the
+    # training transcripts only for --vocab-from-corpus)
+    train_utts = data.load_split(args.train_split, args.size) if args.stage > 0 or args.vocab_from_corpus else []
     if args.stage > 0:
-        train_utts = data.load_split(args.train_split, args.size)
         dev_utts = data.load_split(args.dev_split, args.size)
 
     # model: fresh, from the previous stage, or resumed
@@ -477,17 +500,17 @@ def train(args):
             log(f"{stage_path(out_dir, args.stage)} is finished; nothing to resume")
             return resume_ckpt
     else:
-        model, _ = init_model(args, device)
+        model, _ = init_model(args, device, train_utts)
     W.set_trainable(model, args.stage)
     counts = W.param_counts(model)
     log(f"stage {args.stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
         f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
 
     if args.stage == 0:
-        canvases = text_canvases("train", model.cfg.decoder.canvas_len).to(device)
+        canvases = text_canvases("train", model.cfg.decoder.canvas_len, args.size, model.cfg.decoder.vocab).to(device)
         log(f"stage 0 text: {len(canvases):,} distinct training sentences and passages")
         n_items = len(canvases)
-        dev_text = text_canvases("dev", model.cfg.decoder.canvas_len)
+        dev_text = text_canvases("dev", model.cfg.decoder.canvas_len, args.size, model.cfg.decoder.vocab)
         dev = TextBatches(dev_text[torch.randperm(len(dev_text), generator=torch.Generator().manual_seed(0))].to(device))
     else:
         batches = AudioBatches(model, train_utts, args, device)
@@ -542,7 +565,8 @@ def train(args):
                 if args.stage > 0:
                     ctx = raw.audio_context(feats, n_frames)
                 logits = model(xt, ctx)
-                loss = W.elbo_loss(logits, x0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, x0, masked)
+                y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
+                loss = W.elbo_loss(logits, y0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, y0, masked)
                 if args.stage > 0 and raw.ctc_head is not None:  # the auxiliary alignment signal (beyond the paper)
                     loss = loss + raw.cfg.adapter.ctc_weight * W.ctc_loss(raw, ctx, *batches.ctc_targets(idx),
                                                                           n_frames)

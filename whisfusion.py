@@ -24,7 +24,7 @@ import torch.nn.functional as F
 class EncoderConfig:
     """Whisper's encoder dims, in Whisper's own names (whisper.model.ModelDimensions)."""
     n_mels: int = 80
-    n_audio_ctx: int = 1500  # encoder output frames for 30 s
+    n_audio_ctx: int = 1500  # encoder output frames for 30 s; fewer = a shorter window (see `encoder_window`)
     n_audio_state: int = 384  # tiny.en 384, base 512, small 768
     n_audio_head: int = 6
     n_audio_layer: int = 4
@@ -43,6 +43,9 @@ class DecoderConfig:
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     dropout: float = 0.0  # on each residual branch in training (a regulariser; SMDM and the paper use none)
+    vocab: tuple = ()  # the Whisper ids the decoder reads and writes (sot and eot among them); () = all of them.
+    # A narrow task needs only a few dozen: the embedding and the head then have len(vocab) rows (+ [MASK]) and
+    # the model maps ids to rows inside (`Whisfusion.rows`, `Whisfusion.head_ids`); canvases stay Whisper ids.
 
 
 @dataclass
@@ -81,6 +84,8 @@ class WhisfusionConfig:
         kw = {k: sub[k](**v) if k in sub else v for k, v in d.items()}
         if "lora" in kw:
             kw["lora"].targets = tuple(kw["lora"].targets)
+        if "decoder" in kw:
+            kw["decoder"].vocab = tuple(kw["decoder"].vocab)
         return cls(**kw)
 
 
@@ -90,6 +95,12 @@ PRESETS = {
                              lora=LoRAConfig(rank=4, alpha=8.0)),
     # the GPU demo: 8 x 512, about 88 M parameters with the 51k-token embedding and head
     "default": WhisfusionConfig(adapter=AdapterConfig(feature_dropout=0.1)),
+    # the CPU task (TinySpeech `numbers`, README "CPU demo"): 4 x 128, a 16-token canvas, the tiny.en encoder run
+    # on a 4 s window instead of 30 s (about 8x less encoder work; every clip of the task is shorter) and, with
+    # `train.py --vocab-from-corpus`, an output layer over only the tokens of the training transcripts
+    "cpu": WhisfusionConfig(encoder=EncoderConfig(n_audio_ctx=200),
+                            decoder=DecoderConfig(n_layer=4, n_head=4, n_embd=128, n_mlp=352, canvas_len=16),
+                            lora=LoRAConfig(rank=0)),
     # the SMDM-170M shape the paper used, meant for a Whisper-small encoder (768 wide: no projection needed)
     "paper": WhisfusionConfig(encoder=EncoderConfig(n_audio_state=768, n_audio_head=12, n_audio_layer=12),
                               decoder=DecoderConfig(n_layer=18, n_head=12, n_embd=768, n_mlp=3072, canvas_len=256),
@@ -271,14 +282,49 @@ class Whisfusion(nn.Module):
         self.feature_dropout = nn.Dropout(cfg.adapter.feature_dropout)
         self.audio_layers = nn.ModuleList([AudioBlock(d) for _ in range(cfg.adapter.audio_layers)])
         self.ctc_head = nn.Linear(d.n_embd, len(CTC_ALPHABET) + 1) if cfg.adapter.ctc_weight else None  # + blank
-        self.wte = nn.Embedding(d.vocab_size + 1, d.n_embd)  # + 1 row: [MASK]
+        n_out = len(d.vocab) or d.vocab_size  # rows of the head: every Whisper id, or only those of `vocab`
+        self.wte = nn.Embedding(n_out + 1, d.n_embd)  # + 1 row: [MASK]
         self.blocks = nn.ModuleList([Block(d) for _ in range(d.n_layer)])
         self.ln_f = RMSNorm(d.n_embd, d.norm_eps)
-        self.lm_head = nn.Linear(d.n_embd, d.vocab_size, bias=False)  # no row for [MASK]: it is never predicted
+        self.lm_head = nn.Linear(d.n_embd, n_out, bias=False)  # no row for [MASK]: it is never predicted
+        self._init_vocab(d)
         cos, sin = rope_cache(d.canvas_len, d.n_embd // d.n_head, d.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
+
+    def _init_vocab(self, d: DecoderConfig):
+        """The restricted vocabulary as two lookups (buffers, rebuilt from the config, not saved):
+        head_ids (n_out,): head row -> Whisper id; id_to_row (vocab_size + 1,): Whisper id -> row, [MASK] -> the
+        last embedding row, an id outside the vocabulary -> -1. Full vocabulary: both are the identity."""
+        if not d.vocab:
+            self.register_buffer("head_ids", torch.arange(d.vocab_size), persistent=False)
+            self.id_to_row = None
+            return
+        ids = torch.tensor(sorted(set(d.vocab)))
+        if len(ids) != len(d.vocab) or ids.min() < 0 or ids.max() >= d.vocab_size:
+            raise ValueError(f"vocab must hold distinct Whisper ids in [0, {d.vocab_size}); got {len(d.vocab)} "
+                             f"ids, {len(ids)} distinct, range {ids.min().item()}..{ids.max().item()}")
+        id_to_row = torch.full((d.vocab_size + 1,), -1)
+        id_to_row[ids] = torch.arange(len(ids))
+        id_to_row[d.mask_id] = len(ids)
+        self.register_buffer("head_ids", ids, persistent=False)
+        self.register_buffer("id_to_row", id_to_row, persistent=False)
+
+    def rows(self, ids, strict: bool = True):
+        """Whisper ids (any shape) -> rows of the embedding/head (what the losses take as targets). The identity
+        with the full vocabulary; an id outside a restricted vocabulary is an error, or with strict=False -100
+        (cross-entropy's ignore_index: a dev text may hold a word that no training transcript had)."""
+        if self.id_to_row is None:
+            return ids
+        rows = self.id_to_row[ids]
+        if not strict:
+            return rows.masked_fill(rows < 0, -100)
+        if (rows < 0).any():
+            bad = sorted(set(ids[rows < 0].tolist()))[:5]
+            raise ValueError(f"token ids {bad} are not in the model's vocabulary ({len(self.head_ids)} ids, "
+                             f"decoder.vocab); the text holds words the training transcripts never had")
+        return rows
 
     @staticmethod
     def _init_weights(m):
@@ -292,8 +338,11 @@ class Whisfusion(nn.Module):
 
     @torch.no_grad()
     def embed_audio(self, mel):
-        """mel (B, n_mels, 3000) -> Whisper features (B, 1500, n_audio_state). Frozen, no gradients."""
-        return self.encoder(mel)
+        """mel (B, n_mels, 3000) -> Whisper features (B, 1500, n_audio_state). Frozen, no gradients.
+
+        With a shorter encoder window (n_audio_ctx < 1500, the `cpu` preset) only the first 2 * n_audio_ctx mel
+        frames go in: (B, n_audio_ctx, n_audio_state)."""
+        return self.encoder(mel[..., :2 * self.cfg.encoder.n_audio_ctx])
 
     def audio_context(self, features, n_frames=None, n_ctx=None) -> AudioContext:
         """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (paper 1.4).
@@ -303,6 +352,7 @@ class Whisfusion(nn.Module):
         CUDA graphs, which cannot read n_frames.max() back from the GPU)."""
         mask = None
         if n_frames is not None:
+            n_frames = n_frames.clamp(max=features.shape[1])  # audio past a short encoder window is cut
             Ta = int(n_frames.max()) if n_ctx is None else n_ctx  # read before the copy to the GPU: no sync
             n_frames = n_frames.to(features.device)
             features = features[:, :Ta]
@@ -315,10 +365,11 @@ class Whisfusion(nn.Module):
         return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask, audio)
 
     def forward(self, tokens, ctx: AudioContext | None = None):
-        """tokens (B, L) with [MASK] at the positions to predict -> logits (B, L, vocab_size)."""
+        """tokens (B, L) Whisper ids with [MASK] at the positions to predict -> logits (B, L, n_out) over the
+        head rows (n_out = vocab_size, or len(vocab): then head_ids[row] is the Whisper id)."""
         B, L = tokens.shape
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
-        x = self.wte(tokens)  # (B, L, C)
+        x = self.wte(tokens if self.id_to_row is None else self.id_to_row[tokens])  # (B, L, C)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, None if ctx is None else ctx.kv[i], None if ctx is None else ctx.mask)
         return self.lm_head(self.ln_f(x))  # (B, L, vocab_size)
@@ -366,7 +417,8 @@ def expected_param_counts(cfg: WhisfusionConfig) -> dict:
     adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0) \
         + cfg.adapter.audio_layers * (4 * C * C + 3 * C * d.n_mlp + 2 * C) \
         + ((C + 1) * (len(CTC_ALPHABET) + 1) if cfg.adapter.ctc_weight else 0)
-    decoder = (d.vocab_size + 1) * C + d.vocab_size * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
+    V = len(d.vocab) or d.vocab_size
+    decoder = (V + 1) * C + V * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
     return {"encoder": encoder, "adapter": adapter, "decoder": decoder}
 
 # ----------------------------------------------------------------------------------------------------------
@@ -503,6 +555,7 @@ def build_model(cfg: WhisfusionConfig, encoder_weights: dict | None = None) -> W
 def load_encoder(model: Whisfusion, whisper_state: dict):
     """Load only the encoder.* keys of a Whisper checkpoint, strictly (every key, every shape)."""
     enc = {k[len("encoder."):]: v.float() for k, v in whisper_state.items() if k.startswith("encoder.")}
+    enc["positional_embedding"] = enc["positional_embedding"][:model.cfg.encoder.n_audio_ctx]  # a short window
     model.encoder.load_state_dict(enc, strict=True)
 
 
