@@ -28,8 +28,8 @@ def _falls(pair):
 CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
     "01_whisper_encoder": ("speech frames stand out from silence; the 4 s window keeps the features",
                            lambda r: r["speech_silence_ratio"] > 1.5 and r["window_cosine"] > 0.9),
-    "02_masked_diffusion": ("stage 0 restores masked command words, guesses numbers",
-                            lambda r: r["word_acc_t03"] > 0.9 and r["number_acc_t03"] < r["word_acc_t03"]),
+    "02_masked_diffusion": ("stage 0 restores most masked command words, only guesses numbers",
+                            lambda r: r["word_acc_t03"] > 0.5 and r["number_acc_t03"] < 0.5 * r["word_acc_t03"]),
     "03_adapter": ("the cross-attention peak of the head chosen on dev moves forward with the tokens",
                    lambda r: r["peak_spearman"] > 0.5 and r["peak_spearman"] > r["other_heads_median"]),
     "04_lora": ("merged = unmerged; LoRA trains a fraction of the parameters",
