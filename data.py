@@ -1063,6 +1063,15 @@ unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 closed_unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
+def device_problem(device: str) -> str | None:
+    """What is wrong with a --device value on this machine, or None (train.py and decode.py share the check)."""
+    if not (device == "cpu" or device.startswith("cuda")):
+        return f"--device {device}: use cpu or cuda (cuda:N for one GPU)"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return f"--device {device}: this machine has no CUDA GPU; use --device cpu"
+    return None
+
+
 def os_error(e: OSError, hint: str = "") -> str:
     """An OSError (read-only folder, a file where a folder should be, a full disk) as one line naming the path."""
     what = e.strerror or type(e).__name__

@@ -260,7 +260,7 @@ def has_speech(audio: np.ndarray) -> bool:
 @torch.no_grad()
 def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size=16) -> list[str]:
     """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order
-    (over the encoder window: 6 s for the cpu preset)."""
+    (over the encoder window: 4 s for the cpu preset)."""
     device = next(model.parameters()).device
     window_s = min(data.MAX_SECONDS, model.cfg.encoder.n_audio_ctx * 0.02)  # 50 encoder frames per second
     windows, owner = [], []
@@ -574,10 +574,8 @@ def main(argv=None):
 
 def check_args(p, args):
     """What argparse's types cannot see: flags that contradict this machine or each other."""
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        p.error(f"--device {args.device}: use cpu or cuda (cuda:N for one GPU)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: this machine has no CUDA GPU; use --device cpu")
+    if problem := data.device_problem(args.device):
+        p.error(problem)
     if args.ckpt == "none" and (args.files or args.ablate or args.bench):
         p.error("--ckpt none only scores Whisper baselines with --eval; transcribing, --ablate and --bench "
                 "need a trained checkpoint")

@@ -99,10 +99,8 @@ def check_args(p, args):
                 "--overwrite starts it again; pass one")
     if args.stage == 0 and args.init:
         p.error("--init is for stages 1 and 2 (stage 0 starts fresh from --whisper and --preset)")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        p.error(f"--device {args.device}: use cpu or cuda (cuda:N for one GPU)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: this machine has no CUDA GPU; use --device cpu")
+    if problem := data.device_problem(args.device):
+        p.error(problem)
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
@@ -221,9 +219,10 @@ class AudioBatches:
             raise SystemExit(f"no usable training utterances in '{args.train_split}' (all over 30 s or the canvas)")
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
-        chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in self.ds.utts]
-        self.ctc_len = torch.tensor([len(c) for c in chars], device=device)  # CTC targets: characters
-        self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
+        if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
+            chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in self.ds.utts]
+            self.ctc_len = torch.tensor([len(c) for c in chars], device=device)
+            self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
         self.model, self.device, self.cached = model, device, not args.no_cache
         if self.cached:
             t0 = time.time()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 class EncoderConfig:
     """Whisper's encoder dims, in Whisper's own names (whisper.model.ModelDimensions)."""
     n_mels: int = 80
-    n_audio_ctx: int = 1500  # encoder output frames for 30 s; fewer = a shorter window (see `encoder_window`)
+    n_audio_ctx: int = 1500  # encoder output frames for 30 s; fewer = a shorter window (`Whisfusion.embed_audio`)
     n_audio_state: int = 384  # tiny.en 384, base 512, small 768
     n_audio_head: int = 6
     n_audio_layer: int = 4
