@@ -364,15 +364,19 @@ class Whisfusion(nn.Module):
             audio = layer(audio, mask)
         return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask, audio)
 
-    def forward(self, tokens, ctx: AudioContext | None = None):
+    def forward(self, tokens, ctx: AudioContext | None = None, where=None):
         """tokens (B, L) Whisper ids with [MASK] at the positions to predict -> logits (B, L, n_out) over the
-        head rows (n_out = vocab_size, or len(vocab): then head_ids[row] is the Whisper id)."""
+        head rows (n_out = vocab_size, or len(vocab): then head_ids[row] is the Whisper id).
+
+        where (B, L) bool: logits only at those positions, (N, n_out). Training needs only the masked positions,
+        and the head (512 x 51,864) is the largest matrix product of a step and its logits the largest tensor."""
         B, L = tokens.shape
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
         x = self.wte(tokens if self.id_to_row is None else self.id_to_row[tokens])  # (B, L, C)
         for i, blk in enumerate(self.blocks):
             x = blk(x, cos, sin, None if ctx is None else ctx.kv[i], None if ctx is None else ctx.mask)
-        return self.lm_head(self.ln_f(x))  # (B, L, vocab_size)
+        x = self.ln_f(x)
+        return self.lm_head(x if where is None else x[where])  # (B, L, n_out), or (N, n_out)
 
 # ----------------------------------------------------------------------------------------------------------
 # Parameter groups: which parts train in which stage
@@ -510,14 +514,21 @@ def forward_process(x0, t, mask_id: int):
 
 
 def masked_token_loss(logits, x0, masked):
-    """The paper's stage 1 and 2 loss: mean cross-entropy over the masked tokens (no 1/t weight)."""
-    return F.cross_entropy(logits[masked].float(), x0[masked])
+    """The paper's stage 1 and 2 loss: mean cross-entropy over the masked tokens (no 1/t weight).
+
+    logits (B, L, V), or (N, V) already at the masked positions (`model(x_t, ctx, where=masked)`)."""
+    logits = logits[masked] if logits.dim() == 3 else logits
+    return F.cross_entropy(logits.float(), x0[masked])
 
 
 def elbo_loss(logits, x0, masked, t):
-    """Stage-0 loss, SMDM's continuous-time ELBO: sum over masked tokens of CE / t, divided by B * L."""
-    ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction="none")  # (B, L)
-    return (ce * masked / t[:, None]).sum() / x0.numel()
+    """Stage-0 loss, SMDM's continuous-time ELBO: sum over masked tokens of CE / t, divided by B * L.
+
+    logits (B, L, V), or (N, V) at the masked positions, as for masked_token_loss."""
+    logits = logits[masked] if logits.dim() == 3 else logits
+    ce = F.cross_entropy(logits.float(), x0[masked], reduction="none")  # (N,)
+    inv_t = (1 / t)[:, None].expand_as(masked)[masked]  # each masked token's 1/t
+    return (ce * inv_t).sum() / x0.numel()
 
 # ----------------------------------------------------------------------------------------------------------
 # Auxiliary CTC on the adapted audio features (beyond the paper; Mask-CTC and joint CTC/attention ASR)

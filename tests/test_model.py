@@ -134,6 +134,24 @@ def test_losses_only_see_masked_positions_and_elbo_weight_is_one_over_t():
     torch.testing.assert_close(W.elbo_loss(logits, x0, masked, t), expected)
 
 
+def test_logits_at_masked_positions_only_give_the_same_losses_and_gradients(tiny_model):
+    """model(x_t, where=masked) computes the head only where the loss looks: same losses, same gradients."""
+    torch.manual_seed(0)
+    x0 = torch.randint(0, 1000, (3, tiny_model.cfg.decoder.canvas_len))
+    t = W.sample_mask_ratio(3)
+    xt, masked = W.forward_process(x0, t, tiny_model.cfg.decoder.mask_id)
+    for loss_fn in (lambda lg: W.masked_token_loss(lg, x0, masked), lambda lg: W.elbo_loss(lg, x0, masked, t)):
+        grads = []
+        for where in (None, masked):
+            tiny_model.zero_grad()
+            loss = loss_fn(tiny_model(xt, where=where))
+            loss.backward()
+            grads.append((loss.detach(), tiny_model.lm_head.weight.grad.clone()))
+        assert tiny_model(xt, where=masked).shape == (int(masked.sum()), tiny_model.lm_head.out_features)
+        torch.testing.assert_close(grads[0][0], grads[1][0])
+        torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
 def test_lora_identity_merge_and_freezing(tiny_model, tiny_cfg):
     tokens = torch.randint(0, 1000, (2, tiny_cfg.decoder.canvas_len))
     plain = W.Whisfusion(tiny_cfg)

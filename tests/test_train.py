@@ -142,3 +142,34 @@ def test_stage1_adds_audio_layers_and_ctc_to_a_stage0_model(tmp_path, curriculum
     assert all(torch.equal(s0[k], s1[k]) for k in s0 if not W.is_adapter(k))  # the decoder stays frozen
     ls = losses(tmp_path, 1)
     assert sum(ls[-2:]) < sum(ls[:2])
+
+
+def test_gather_frames_is_the_padded_batch_of_the_cached_rows():
+    torch.manual_seed(0)
+    n = torch.tensor([3, 7, 1, 5])
+    flat = torch.randn(int(n.sum()), 4)
+    start = torch.cumsum(n, 0) - n
+    idx = torch.tensor([2, 0, 3])
+    expected = torch.nn.utils.rnn.pad_sequence([flat[s:s + k] for s, k in zip(start[idx], n[idx])], batch_first=True)
+    torch.testing.assert_close(train.gather_frames(flat, start[idx], n[idx]), expected)
+    rounded = train.gather_frames(flat, start[idx], n[idx], multiple=4)  # the longest, 5 frames -> 8, zero-padded
+    assert rounded.shape == (3, 8, 4) and (rounded[:, 5:] == 0).all()
+    torch.testing.assert_close(rounded[:, :5], expected)
+
+
+@pytest.mark.parametrize("world", [1, 3])
+def test_length_bucketed_shards_cover_each_epoch_once_and_pad_less(world):
+    lengths = torch.randint(50, 1500, (1000,))
+    batch, steps_per_epoch = 8, 1000 // (8 * world)
+    plain = [train.Shards(1000, batch, 0, r, world) for r in range(world)]
+    bucketed = [train.Shards(1000, batch, 0, r, world, lengths) for r in range(world)]
+    for shards in (plain, bucketed):
+        for epoch in range(2):
+            seen = torch.cat([s.batch_at(epoch * steps_per_epoch + i) for s in shards for i in range(steps_per_epoch)])
+            assert len(seen) == len(set(seen.tolist())) == steps_per_epoch * batch * world  # each utterance once
+        assert not torch.equal(shards[0].batch_at(0), shards[0].batch_at(steps_per_epoch))  # epochs differ
+
+    def padded(shards):  # frames computed per epoch: every batch is cut to its longest clip
+        return sum(len(b) * int(lengths[b].max()) for b in (shards[0].batch_at(i) for i in range(steps_per_epoch)))
+    assert padded(bucketed) < 0.7 * padded(plain)
+    assert torch.equal(bucketed[0].batch_at(5), train.Shards(1000, batch, 0, 0, world, lengths).batch_at(5))
