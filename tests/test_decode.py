@@ -197,3 +197,21 @@ def test_dedup_decoding_runs_and_stays_deterministic(tiny_model, ctx):
 def test_repeated_word_rate():
     assert decode.repeated_word_rate(["the the cat", "a b c d"]) == pytest.approx(100 * 1 / 7)
     assert decode.repeated_word_rate(["", "one"]) == 0.0
+
+
+def test_candidates_share_the_audio_kv_exactly(tiny_model, ctx):
+    """AudioContext.repeat copies nothing: cross-attention folds the K rows of an utterance into its queries.
+    Same logits as K physical copies of the K/V (what repeat used to build)."""
+    K, L = 3, tiny_model.cfg.decoder.canvas_len
+    tokens = torch.randint(0, 1000, (2 * K, L))
+    ctx2 = W.AudioContext([(torch.cat([k, k.flip(2)]), torch.cat([v, v.flip(2)])) for k, v in ctx.kv],
+                          torch.tensor([[[[True] * 150 + [False] * 50]], [[[True] * 200]]]))  # 2 utterances
+    copied = W.AudioContext([(W.repeat_rows(k, K), W.repeat_rows(v, K)) for k, v in ctx2.kv],
+                            W.repeat_rows(ctx2.mask, K))
+    with torch.no_grad():
+        shared, ref = tiny_model(tokens, ctx2.repeat(K)), tiny_model(tokens, copied)
+    assert ctx2.repeat(K).kv[0][0] is ctx2.kv[0][0]
+    torch.testing.assert_close(shared, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="repeat the audio context"):
+        tiny_model(tokens, ctx2)
+
