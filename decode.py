@@ -10,6 +10,9 @@ canvas (random positions; 100 % at step 0), predicts all masked positions in one
 batch, and keeps the greedy fills. The paper keeps the candidate with the highest mean confidence; we default to
 the minimum-Bayes-risk candidate (better in one of our two measured runs and in an independent reproduction,
 README "Results"). On a GPU the whole loop runs as one CUDA graph (`GraphedPDD`).
+
+Beyond the paper, the canvas is sized to the audio (`canvas_len`: a 5 s clip gets 48 positions, not 128) and a
+batch is decoded in groups of clips that share a canvas length (`decode_batch`).
 """
 import argparse
 import csv
@@ -43,6 +46,35 @@ class DecodeOptions:
     margin: int = 8
     seed: int = 0
     cuda_graph: bool = True  # on a GPU, replay encoder + K/V + all S steps as one CUDA graph (not with adaptive)
+    canvas: str = "audio"  # "audio": canvas length from the audio's duration (`canvas_len`); "full": canvas_len
+
+
+# The canvas sized to the audio. Training pads every transcript with end-of-text to the model's canvas_len (128),
+# but a 5 s clip holds about 20 tokens, and every decoding step pays for all K x L positions (the decoder and the
+# 51,864-way output layer alike). Speech has a top speed, so the duration bounds the transcript's length: the
+# canvas is cut to that bound. The text then attends to fewer end-of-text positions than in training, so the
+# tokens can differ from the full canvas's: README "Speed" gives the WER of both (`--canvas full`).
+TOKENS_PER_SECOND = 8.0  # the bound; TinySpeech training transcripts: at most 6.3 Whisper tokens per second
+CANVAS_BUCKET = 16  # canvas lengths are multiples of this: few shapes, so the CUDA graphs are reused
+
+
+def canvas_len(model: W.Whisfusion, n_frames, opts: DecodeOptions) -> int:
+    """The canvas for a batch whose longest clip has max(n_frames) encoder frames (50 per second): room for
+    TOKENS_PER_SECOND tokens a second plus the start token and one end-of-text, rounded up to a multiple of
+    CANVAS_BUCKET, at most the model's canvas_len (which opts.canvas == "full" always takes)."""
+    full = model.cfg.decoder.canvas_len
+    if opts.canvas == "full":
+        return full
+    seconds = int(torch.as_tensor(n_frames).max()) / 50
+    need = math.ceil(TOKENS_PER_SECOND * seconds) + 2
+    return min(full, CANVAS_BUCKET * math.ceil(need / CANVAS_BUCKET))
+
+
+def canvas_groups(model, n_frames, opts: DecodeOptions) -> list[tuple[int, torch.Tensor]]:
+    """A batch split by canvas length: [(L, indices of the utterances that get it)], shortest canvas first. One
+    long clip then does not stretch the whole batch's canvas."""
+    lengths = [canvas_len(model, n, opts) for n in n_frames.tolist()]
+    return [(L, torch.tensor([i for i, x in enumerate(lengths) if x == L])) for L in sorted(set(lengths))]
 
 
 def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
@@ -56,7 +88,8 @@ def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
         masked = noise < ratio
     else:  # confidence: the ratio*L least confident positions; a little noise lets the K candidates differ
         gumbel = noise.clamp_min(1e-12).log().neg().log().neg()
-        noisy = conf.clamp_min(1e-9).log() + 0.5 * gumbel * (torch.arange(N, device=conf.device) % 2)[:, None]
+        odd = torch.arange(N, device=conf.device) % opts.candidates % 2  # every other candidate of an utterance
+        noisy = conf.clamp_min(1e-9).log() + 0.5 * gumbel * odd[:, None]
         k = max(1, int(round(ratio * (L - 1))))
         masked = torch.zeros(N, L, dtype=torch.bool, device=conf.device)
         masked.scatter_(1, noisy[:, 1:].topk(k, dim=1, largest=False).indices + 1, True)
@@ -98,24 +131,28 @@ def _fused_greedy_fill():
     return torch.compile(_greedy_fill, dynamic=True)
 
 
-def draw_noise(opts: DecodeOptions, n: int, L: int, device):
-    """The random numbers of one PDD run, (S, n, L), from a generator seeded with opts.seed: same seed, same
-    result, eager or graphed."""
+def draw_noise(opts: DecodeOptions, L: int, device):
+    """The random numbers of PDD, (S, K, L), from a generator seeded with opts.seed. Every utterance uses the
+    same K rows, so its transcript does not depend on which batch it is in, nor where (eager or graphed, batch
+    1 or 64, grouped by canvas length or not); a shorter canvas uses the first positions of each row."""
     g = torch.Generator(device=device).manual_seed(opts.seed)
-    return torch.rand(opts.steps, n, L, generator=g, device=device)
+    return torch.rand(opts.steps, opts.candidates, L, generator=g, device=device)
 
 
 @torch.no_grad()
-def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(), noise=None):
+def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(), noise=None,
+             length: int | None = None):
     """PDD for B utterances whose audio is already encoded (ctx: per-block K/V, computed once).
 
     Returns tokens (B, K, L), scores (B, K): each candidate's mean confidence over its non-eot positions.
+    L = length (`canvas_len`), or the model's canvas_len. noise: `draw_noise`'s (S, K, >= L) numbers.
     While a step re-masks everything (step 0: ratio 1.0) the K candidates are still identical, so that step
     runs once per utterance and the candidates part ways at the first partial re-mask."""
     cfg, tok = model.cfg.decoder, data.get_tokenizer()
-    B, K, L = ctx.kv[0][0].shape[0], opts.candidates, cfg.canvas_len
+    B, K, L = ctx.kv[0][0].shape[0], opts.candidates, length or cfg.canvas_len
     device = ctx.kv[0][0].device
-    noise = draw_noise(opts, B * K, L, device) if noise is None else noise  # (S, B*K, L)
+    noise = draw_noise(opts, cfg.canvas_len, device) if noise is None else noise  # (S, K, canvas_len)
+    noise = noise[:, :, :L].repeat(1, B, 1)  # (S, B*K, L): row b*K + k is candidate k of utterance b
     canvas = torch.full((B, L), cfg.mask_id, device=device)  # (B, L): one canvas per utterance until step 1
     canvas[:, 0] = tok.sot
     conf = torch.ones(canvas.shape, device=device)
@@ -133,8 +170,8 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
         canvas = torch.where(masked, pred, canvas)
         if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
             is_eot = canvas == tok.eot
-            length = torch.where(is_eot.any(1), is_eot.float().argmax(1), canvas.shape[1]).max().item()
-            L = min(cfg.canvas_len, int(length) + opts.margin)
+            longest = torch.where(is_eot.any(1), is_eot.float().argmax(1), canvas.shape[1]).max().item()
+            L = min(L, int(longest) + opts.margin)
             canvas, conf = canvas[:, :L], conf[:, :L]
     if canvas.shape[0] == B:  # every step re-masked everything: K identical candidates
         canvas, conf = W.repeat_rows(canvas, K), W.repeat_rows(conf, K)
@@ -148,42 +185,43 @@ class GraphedPDD:
 
     At batch 1 a decoding step is a few hundred small kernels whose launches, not their arithmetic, set the
     latency. A CUDA graph records them once and replays them in one launch. Shapes inside a graph are fixed,
-    so the audio context is padded (and masked) to a multiple of `bucket` frames: at most 1500 / bucket graphs
-    per batch size, each captured on first use. Same seed, same tokens as `generate` on the padded context."""
+    so the audio context is padded (and masked) to a multiple of `bucket` frames: one graph per batch size,
+    context bucket and canvas length (`canvas_len`), each captured on first use. Same seed, same tokens as
+    `generate` on the padded context. A batch whose clips need different canvases: `decode_batch`."""
 
     def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):
         if opts.adaptive:
             raise ValueError("the adaptive canvas changes shape mid-loop; it cannot run inside a CUDA graph")
         self.model, self.opts, self.bucket = model, opts, bucket
-        self.graphs = {}  # (B, n_ctx) -> (graph, static inputs, static outputs)
+        self.graphs = {}  # (B, n_ctx, L) -> (graph, static inputs, static outputs)
         self.pool = None
 
     def n_ctx(self, n_frames) -> int:
         n_audio_ctx = self.model.cfg.encoder.n_audio_ctx
         return min(n_audio_ctx, self.bucket * math.ceil(int(n_frames.max()) / self.bucket))
 
-    def _body(self, mel, n_frames, noise, n_ctx):
+    def _body(self, mel, n_frames, noise, n_ctx, L):
         with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
             ctx = self.model.audio_context(self.model.embed_audio(mel), n_frames, n_ctx)
-            return generate(self.model, ctx, self.opts, noise)
+            return generate(self.model, ctx, self.opts, noise, L)
 
     @torch.no_grad()
     def __call__(self, mel, n_frames):
         """mel (B, n_mels, 3000) on the GPU, n_frames (B,) -> tokens (B, K, L), scores (B, K)."""
-        B, n_ctx = mel.shape[0], self.n_ctx(n_frames)
-        key = (B, n_ctx)
+        B, n_ctx, L = mel.shape[0], self.n_ctx(n_frames), canvas_len(self.model, n_frames, self.opts)
+        key = (B, n_ctx, L)
         if key not in self.graphs:  # the seeded noise is the same on every call: drawn once, kept in the graph
-            noise = draw_noise(self.opts, B * self.opts.candidates, self.model.cfg.decoder.canvas_len, mel.device)
+            noise = draw_noise(self.opts, self.model.cfg.decoder.canvas_len, mel.device)
             static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, autotuning)
-                self._body(static["mel"], static["n_frames"], static["noise"], n_ctx)
+                self._body(static["mel"], static["n_frames"], static["noise"], n_ctx, L)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             self.pool = self.pool or torch.cuda.graph_pool_handle()  # one memory pool shared by all graphs
             with torch.cuda.graph(graph, pool=self.pool):
-                out = self._body(static["mel"], static["n_frames"], static["noise"], n_ctx)
+                out = self._body(static["mel"], static["n_frames"], static["noise"], n_ctx, L)
             self.graphs[key] = (graph, static, out)
         graph, static, (tokens, scores) = self.graphs[key]
         static["mel"].copy_(mel)
@@ -195,9 +233,13 @@ class GraphedPDD:
 def select(tokens, scores, opts: DecodeOptions) -> list[str]:
     """One transcript per utterance: the most confident candidate, or the minimum-Bayes-risk one (the
     candidate with the smallest summed word edit distance to the other candidates)."""
-    out = []
-    for b in range(tokens.shape[0]):
-        texts = [data.canvas_to_text(c) for c in tokens[b].tolist()]
+    out, text_of = [], {}  # candidates often repeat one another: each distinct canvas is decoded once
+    for b, rows in enumerate(tokens.tolist()):
+        texts = []
+        for key in map(tuple, rows):
+            if key not in text_of:
+                text_of[key] = data.canvas_to_text(key)
+            texts.append(text_of[key])
         if opts.select == "mbr" and len(texts) > 1:
             risk = mbr_risk([t.split() for t in texts])
             best = min(range(len(texts)), key=lambda k: (risk[k], -scores[b, k].item()))
@@ -242,14 +284,36 @@ def autocast(device):
 
 @torch.no_grad()
 def transcribe_features(model, features, n_frames, opts=DecodeOptions(), batch_size=16) -> list[str]:
-    """Encoder features (N, Ta, d) + frames that hold audio (N,) -> N transcripts."""
+    """Encoder features (N, Ta, d) + frames that hold audio (N,) -> N transcripts, in batches of batch_size,
+    each decoded in groups that share a canvas length (`canvas_groups`)."""
     out = []
     for i in range(0, len(features), batch_size):
-        with autocast(features.device):
-            ctx = model.audio_context(features[i:i + batch_size], n_frames[i:i + batch_size])
-            tokens, scores = generate(model, ctx, opts)
-        out += select(tokens.cpu(), scores.cpu(), opts)
+        n = n_frames[i:i + batch_size]
+        texts = [""] * len(n)
+        for L, idx in canvas_groups(model, n, opts):
+            with autocast(features.device):
+                ctx = model.audio_context(features[i:i + batch_size][idx.to(features.device)], n[idx])
+                tokens, scores = generate(model, ctx, opts, length=L)
+            for j, t in zip(idx.tolist(), select(tokens.cpu(), scores.cpu(), opts)):
+                texts[j] = t
+        out += texts
     return out
+
+
+@torch.no_grad()
+def decode_batch(model, mel, n_frames, opts=DecodeOptions(), graphed: GraphedPDD | None = None) -> list[str]:
+    """Log-mel (B, n_mels, 3000) on the model's device + frames that hold audio (B,) -> B transcripts: with
+    `graphed`, one CUDA graph per group of clips that share a canvas length; else eagerly."""
+    if graphed is None:
+        with autocast(mel.device):
+            feats = model.embed_audio(mel)
+        return transcribe_features(model, feats, n_frames, opts, len(mel))
+    texts = [""] * len(mel)
+    for _, idx in canvas_groups(model, n_frames, opts):
+        tokens, scores = graphed(mel[idx.to(mel.device)], n_frames[idx])
+        for j, t in zip(idx.tolist(), select(tokens.cpu(), scores.cpu(), opts)):
+            texts[j] = t
+    return texts
 
 
 def has_speech(audio: np.ndarray) -> bool:
@@ -272,17 +336,12 @@ def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size
             owner.append(i)
     texts = [""] * len(windows)
     speech = [i for i, a in enumerate(windows) if has_speech(a)]
+    speech.sort(key=lambda i: -len(windows[i]))  # longest first: a batch holds clips of similar lengths
     graphed = GraphedPDD(model, opts) if use_cuda_graph(device, opts) else None
     for i in range(0, len(speech), batch_size):
         chunk = [windows[j] for j in speech[i:i + batch_size]]
         mel = torch.stack([data.log_mel(a) for a in chunk]).to(device)
-        n_frames = frame_counts(chunk)
-        if graphed is not None:
-            hyps = select(*[t.cpu() for t in graphed(mel, n_frames)], opts)
-        else:
-            with autocast(device):
-                feats = model.embed_audio(mel)
-            hyps = transcribe_features(model, feats, n_frames, opts, batch_size)
+        hyps = decode_batch(model, mel, frame_counts(chunk), opts, graphed)
         for j, t in zip(speech[i:i + batch_size], hyps):
             texts[j] = t
     joined = [[] for _ in audios]
@@ -336,6 +395,27 @@ def load_for_decoding(path, device):
                 params[n].copy_(v)
     W.merge_lora(model)
     return model.eval()
+
+
+def restrict_output(model: W.Whisfusion, ids) -> W.Whisfusion:
+    """Cut the output layer to the Whisper ids `ids` (sot and eot always kept), in place: the 51,864-way
+    projection and its greedy fill shrink to len(ids) columns. Over those ids the logits are the full head's,
+    so the greedy token is the same wherever the full head's choice is among them; the confidence is a softmax
+    over fewer tokens (a little higher). The input embedding is untouched: every id can still be read."""
+    tok = data.get_tokenizer()
+    keep = torch.tensor(sorted(set(ids) | {tok.sot, tok.eot}), device=model.head_ids.device)
+    rows = keep if model.id_to_row is None else model.id_to_row[keep]  # head rows of those ids
+    rows = rows[rows >= 0]  # a model already restricted (decoder.vocab) keeps only ids it has
+    head = torch.nn.Linear(model.lm_head.in_features, len(rows), bias=False)
+    head.weight = torch.nn.Parameter(model.lm_head.weight[rows].detach().clone(), requires_grad=False)
+    model.lm_head, model.head_ids = head, model.head_ids[rows]
+    return model
+
+
+def split_token_ids(split: str, size: str = "default") -> set[int]:
+    """Every Whisper id in a split's transcripts (as `data.make_canvas` tokenizes them)."""
+    tok = data.get_tokenizer()
+    return {i for u in data.load_split(split, size) for i in tok.encode(" " + data.normalize_text(u.text))}
 
 
 def whisper_transcribe(wmodel, audios, device, batch_size=16) -> list[str]:
@@ -397,81 +477,124 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def time_interleaved(fns: dict, device, repeats=10, warmup=2) -> dict[str, list[float]]:
+    """Wall times in ms, `repeats` per function after `warmup` runs each, taken in turns (a, b, c, a, b, c,
+    ...): a drift of the machine (clocks, temperature, a neighbour) hits every system alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(1000 * (time.perf_counter() - t0))
+    return times
+
+
+def spread(xs) -> dict:
+    """Median, quartiles, min and max of a list of numbers (rounded for the tables)."""
+    q1, med, q3 = np.percentile(xs, [25, 50, 75])
+    return dict(median=round(float(med), 2), q1=round(float(q1), 2), q3=round(float(q3), 2),
+                min=round(float(min(xs)), 2), max=round(float(max(xs)), 2))
+
+
 def time_it(fn, device, repeats=10, warmup=3) -> float:
     """Median wall time of fn() in ms, after warm-up."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    return statistics.median(time_interleaved({"fn": fn}, device, repeats, warmup)["fn"])
 
 
-def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10):
-    """Latency at batch 1 (audio in, text out: log-mel + encoder + decoding + selection; median of `repeats`)
-    per length bucket, ours eager and as a CUDA graph next to Whisper-tiny.en, and RTFx (seconds of audio per
-    second) at batch 64."""
+def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_size=64):
+    """Batch-1 latency per length bucket and RTFx at batch 64, ours next to Whisper-tiny.en in one process,
+    each measurement repeated and interleaved with Whisper's (`time_interleaved`); medians and spreads."""
     import whisper
-    buckets = [(0, 5), (5, 10), (10, 20), (20, 30)]
     audios = {u.id: data.load_audio(u.audio) for u in utts}
     wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
-    eager_opts = replace(opts, cuda_graph=False)
-    graphed = GraphedPDD(model, opts) if use_cuda_graph(device, opts) else None
+    variants = {"eager": (replace(opts, cuda_graph=False), None)}
+    if use_cuda_graph(device, opts):
+        variants["graph"] = (opts, GraphedPDD(model, opts))
+        if opts.canvas != "full":  # the model's whole canvas, for RTFx only: what the sized canvas saves
+            full = replace(opts, canvas="full")
+            variants["graph, full canvas"] = (full, GraphedPDD(model, full))
 
     def mels(batch):  # log-mel on the device, inside the timed region for both systems
         return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
                             for a in batch])
 
-    def eager(batch):
-        with autocast(device):
-            ctx = model.audio_context(model.embed_audio(mels(batch)), frame_counts(batch))
-            tokens, scores = generate(model, ctx, eager_opts)
-        return select(tokens.cpu(), scores.cpu(), eager_opts)
+    def ours(o, graphed):
+        return lambda batch: decode_batch(model, mels(batch), frame_counts(batch), o, graphed)
 
-    def graph(batch):
-        tokens, scores = graphed(mels(batch), frame_counts(batch))
-        return select(tokens.cpu(), scores.cpu(), opts)
-
-    def theirs(batch):
-        return [r.text for r in whisper.decode(wmodel, mels(batch), wopts)]
-
-    systems = {"eager": eager, **({"graph": graph} if graphed else {}), "whisper": theirs}
-    rows, same = [], []
-    for lo, hi in buckets:
-        ids = [k for k, a in audios.items() if lo <= len(a) / 16000 < hi][:5]
-        if not ids:
-            continue
-        ms = {name: statistics.median(time_it(lambda: fn([audios[i]]), device, repeats) for i in ids)
-              for name, fn in systems.items()}
-        if graphed:  # the graph pads the audio context to its bucket (masked): same transcripts?
-            same += [eager([audios[i]]) == graph([audios[i]]) for i in ids]
-        ours = ms.get("graph", ms["eager"])
-        rows.append(dict(bucket=f"{lo}-{hi} s", n=len(ids), whisfusion_eager_ms=round(ms["eager"], 1),
-                         whisfusion_graph_ms=round(ms["graph"], 1) if graphed else None,
-                         whisper_tiny_en_ms=round(ms["whisper"], 1), speedup=round(ms["whisper"] / ours, 2)))
-    batch = list(audios.values())[:64]
-    batch = (batch * math.ceil(64 / len(batch)))[:64]
-    seconds = sum(len(a) for a in batch) / 16000
-    rtfx = {name: round(seconds / (time_it(lambda: fn(batch), device, 3, 1) / 1000), 1)
-            for name, fn in systems.items()}
+    systems = {name: ours(*v) for name, v in variants.items()}
+    systems["whisper"] = lambda batch: [r.text for r in whisper.decode(wmodel, mels(batch), wopts)]
+    batch = list(audios.values())[:batch_size]
+    batch = (batch * math.ceil(batch_size / len(batch)))[:batch_size]
+    texts = {name: fn(batch) for name, fn in systems.items()}
+    pairs = [("graph", "eager"), ("graph, full canvas", "graph")]  # same computation; the canvas's effect
+    agree = {f"{a} vs {b}": f"{sum(x == y for x, y in zip(texts[a], texts[b]))}/{len(batch)}"
+             for a, b in pairs if a in texts}
     card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
-    result = dict(card=card, options=opts.__dict__, latency_batch1=rows, rtfx_batch64=rtfx,
-                  graph_same_transcript=f"{sum(same)}/{len(same)}")
-    print(f"\nbenchmark on {card}: K={opts.candidates} S={opts.steps} remask={opts.remask} select={opts.select}")
-    print(f"{'bucket':10s} {'n':>3s} {'ours eager ms':>14s} {'ours graph ms':>14s} {'Whisper-tiny.en ms':>19s} "
-          f"{'speed-up':>9s}")
-    for r in rows:
-        g = f"{r['whisfusion_graph_ms']:14.1f}" if graphed else f"{'-':>14s}"
-        print(f"{r['bucket']:10s} {r['n']:3d} {r['whisfusion_eager_ms']:14.1f} {g} {r['whisper_tiny_en_ms']:19.1f} "
-              f"{r['speedup']:9.2f}")
-    print(f"RTFx at batch 64: {rtfx}; graph and eager transcripts identical: {result['graph_same_transcript']}")
+    result = dict(card=card, options=opts.__dict__, output_vocab=len(model.head_ids), repeats=repeats,
+                  latency_batch1=bench_latency({k: f for k, f in systems.items() if "full" not in k}, audios, device,
+                                               repeats),
+                  throughput=bench_throughput(systems, batch, device, repeats), same_transcripts=agree)
+    print_bench(result)
     if out_json:
         Path(out_json).write_text(json.dumps(result, indent=2))
     return result
+
+
+def bench_latency(systems: dict, audios: dict, device, repeats: int) -> list[dict]:
+    """Batch 1, audio in, text out: per length bucket, 5 utterances x `repeats` interleaved runs per system."""
+    rows = []
+    for lo, hi in [(0, 5), (5, 10), (10, 20), (20, 30)]:
+        ids = [k for k, a in audios.items() if lo <= len(a) / 16000 < hi][:5]
+        if not ids:
+            continue
+        pooled = {name: [] for name in systems}
+        for i in ids:
+            for name, ms in time_interleaved({n: functools.partial(fn, [audios[i]]) for n, fn in systems.items()},
+                                             device, repeats).items():
+                pooled[name] += ms
+        rows.append(dict(bucket=f"{lo}-{hi} s", n=len(ids), ms={name: spread(ms) for name, ms in pooled.items()}))
+    return rows
+
+
+def bench_throughput(systems: dict, batch: list, device, repeats: int) -> dict:
+    """RTFx (seconds of audio per second of wall time) for one batch, per system, and each of ours over
+    Whisper's, taken repeat by repeat (the two runs of one turn saw the same machine state)."""
+    seconds = sum(len(a) for a in batch) / 16000
+    ms = time_interleaved({name: functools.partial(fn, batch) for name, fn in systems.items()}, device, repeats)
+    rtfx = {name: [1000 * seconds / t for t in ts] for name, ts in ms.items()}
+    ratio = {name: spread([a / b for a, b in zip(r, rtfx["whisper"])]) for name, r in rtfx.items() if name != "whisper"}
+    return dict(batch=len(batch), audio_seconds=round(seconds, 1), rtfx={n: spread(r) for n, r in rtfx.items()},
+                ratio_to_whisper=ratio)
+
+
+def print_bench(r: dict):
+    o = r["options"]
+    print(f"\nbenchmark on {r['card']}: K={o['candidates']} S={o['steps']} canvas={o['canvas']} "
+          f"select={o['select']} output vocabulary {r['output_vocab']}; {r['repeats']} interleaved repeats each")
+    names = list(r["latency_batch1"][0]["ms"]) if r["latency_batch1"] else []
+    print("batch-1 latency, ms: median (IQR)")
+    print(f"{'bucket':10s} {'n':>3s} " + " ".join(f"{n:>22s}" for n in names) + f" {'speed-up':>9s}")
+    ours = "graph" if "graph" in names else "eager"
+    for row in r["latency_batch1"]:
+        m = row["ms"]
+        cells = " ".join(f"{m[n]['median']:8.1f} ({m[n]['q1']:.1f}-{m[n]['q3']:.1f})".rjust(22) for n in names)
+        print(f"{row['bucket']:10s} {row['n']:3d} {cells} {m['whisper']['median'] / m[ours]['median']:9.2f}")
+    if len(r["latency_batch1"]) > 1:  # flat in length? the longest bucket's median over the shortest's
+        first, last = (row["ms"][ours]["median"] for row in (r["latency_batch1"][0], r["latency_batch1"][-1]))
+        print(f"{ours} latency, {r['latency_batch1'][-1]['bucket']} vs {r['latency_batch1'][0]['bucket']}: "
+              f"{100 * (last / first - 1):+.1f} %")
+    t = r["throughput"]
+    print(f"RTFx at batch {t['batch']} ({t['audio_seconds']} s of audio): median [min-max]")
+    for name, s in t["rtfx"].items():
+        vs = t["ratio_to_whisper"].get(name)
+        ratio = f"   {vs['median']:.2f}x Whisper [{vs['min']:.2f}-{vs['max']:.2f}]" if vs else ""
+        print(f"  {name:20s} {s['median']:8.0f} [{s['min']:.0f}-{s['max']:.0f}]{ratio}")
+    print(f"identical transcripts (batch of {t['batch']}): {r['same_transcripts']}")
 
 
 def ablate(model, split, device, size="default", limit=None, latency_utts=8, out_json=None):
@@ -507,7 +630,7 @@ def ablate(model, split, device, size="default", limit=None, latency_utts=8, out
         def one(i):
             with autocast(device):
                 ctx = model.audio_context(feats[i:i + 1], n_frames[i:i + 1])
-                return generate(model, ctx, opts)
+                return generate(model, ctx, opts, length=canvas_len(model, n_frames[i:i + 1], opts))
         ms = statistics.median(time_it(lambda: one(i), device, 5, 2) for i in range(min(latency_utts, len(utts))))
         rows.append(dict(variant=name, corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(rep, 2),
                          decode_ms=round(ms, 2)))
@@ -542,13 +665,22 @@ def main(argv=None):
     p.add_argument("--dedup", action="store_true", help="re-mask the less confident of two adjacent identical "
                    "tokens at every step after the first")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run the decoding loop eagerly")
+    p.add_argument("--canvas", choices=["audio", "full"], default="audio", help="canvas length: sized to the "
+                   "audio's duration (default) or always the model's canvas_len (as in training; README: Speed)")
+    p.add_argument("--repeats", type=data.positive_int, default=10, help="--bench: timed runs per measurement")
+    p.add_argument("--output-vocab", default=None, metavar="SPLIT", help="cut the output layer to the tokens "
+                   "of this split's transcripts (e.g. train: the training text; README: Speed)")
+    p.add_argument("--bench-batch", type=data.positive_int, default=64, help="--bench: batch size for RTFx")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     check_args(p, args)
     opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
-                         adaptive=args.adaptive, dedup=args.dedup, cuda_graph=not args.no_cuda_graph)
+                         adaptive=args.adaptive, dedup=args.dedup, cuda_graph=not args.no_cuda_graph,
+                         canvas=args.canvas)
     try:
         model = load_for_decoding(args.ckpt, args.device) if args.ckpt != "none" else None
+        if model is not None and args.output_vocab:
+            restrict_output(model, split_token_ids(args.output_vocab, args.size))
         bad = transcribe_files(model, args.files, opts) if args.files else []
         if args.eval or args.ablate or args.bench:
             Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -560,8 +692,8 @@ def main(argv=None):
                    out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")
         if args.bench:
             wmodel = data.load_whisper("tiny.en", args.device)
-            bench(model, wmodel, data.load_split(args.bench_split, args.size), opts, args.device,
-                  Path(args.out) / "bench.json")
+            bench(model, wmodel, data.load_split(args.bench_split, args.size)[:args.limit], opts, args.device,
+                  Path(args.out) / "bench.json", args.repeats, args.bench_batch)
     except (data.AudioError, FileNotFoundError, ValueError, data.DataError) as e:
         raise SystemExit(f"error: {e}") from None
     except OSError as e:  # a read-only --out folder, a file where a folder should be, a full disk

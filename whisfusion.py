@@ -11,7 +11,7 @@ through a cross-attention adapter in every block. This file is the whole model:
 plus hand-rolled LoRA, the masked-diffusion forward process and losses, and checkpoints.
 """
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
@@ -182,11 +182,16 @@ class CrossAttention(nn.Module):
         return k, v
 
     def forward(self, x, k, v, mask=None):
-        """x: (B, T, C); k, v: (B, nh, Ta, hs); mask: (B, 1, 1, Ta) bool, True where a frame holds audio."""
+        """x: (B*n, T, C); k, v: (B, nh, Ta, hs); mask: (B, 1, 1, Ta) bool, True where a frame holds audio.
+
+        n rows of x per utterance (the K decoding candidates, `AudioContext.repeat`) are folded into the query
+        length, (B, n*T, C): all n read the same K/V, with no copy of it. Each query attends on its own, so this
+        is the same attention as n copies of k and v would give."""
         B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+        n = B // k.shape[0]
+        q = self.q_proj(x).reshape(B // n, n * T, self.n_head, C // self.n_head).transpose(1, 2)  # (B/n, nh, nT, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B/n, nh, n*T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B*n, T, C)
 
 
 class SwiGLU(nn.Module):
@@ -258,11 +263,14 @@ class AudioContext:
     kv: list
     mask: torch.Tensor | None
     audio: torch.Tensor | None = None
+    rows_per_utterance: int = 1  # canvas rows (candidates) per utterance: B*n rows of text against B of audio
 
     def repeat(self, n: int) -> "AudioContext":
-        """Each utterance n times in a row (B*n candidates), without recomputing anything: for B = 1 a view."""
-        return AudioContext([(repeat_rows(k, n), repeat_rows(v, n)) for k, v in self.kv],
-                            None if self.mask is None else repeat_rows(self.mask, n))
+        """The context for n canvas rows per utterance, in a row (B*n candidates). Nothing is copied or
+        recomputed: cross-attention folds the n rows into its queries (`CrossAttention.forward`). Copying the
+        K/V instead (B*n rows) wrote 24 GB at batch 64 x K=15 over 30 s of audio (8 layers, bf16), read again by every
+        step."""
+        return replace(self, rows_per_utterance=self.rows_per_utterance * n)
 
 # ----------------------------------------------------------------------------------------------------------
 # The model
@@ -371,6 +379,9 @@ class Whisfusion(nn.Module):
         where (B, L) bool: logits only at those positions, (N, n_out). Training needs only the masked positions,
         and the head (512 x 51,864) is the largest matrix product of a step and its logits the largest tensor."""
         B, L = tokens.shape
+        if ctx is not None and B != ctx.kv[0][0].shape[0] * ctx.rows_per_utterance:
+            raise ValueError(f"{B} canvas rows for {ctx.kv[0][0].shape[0]} utterances x {ctx.rows_per_utterance} "
+                             f"rows each: repeat the audio context (AudioContext.repeat) to match")
         cos, sin = self.rope_cos[:L], self.rope_sin[:L]
         x = self.wte(tokens if self.id_to_row is None else self.id_to_row[tokens])  # (B, L, C)
         for i, blk in enumerate(self.blocks):

@@ -134,7 +134,7 @@ def test_step0_runs_once_per_utterance_and_changes_nothing(tiny_model, ctx):
     """Step 0 re-masks everything, so its K inputs are identical: generate() runs it on one row per utterance,
     and must give exactly what K full rows give."""
     opts = decode.DecodeOptions(candidates=5, steps=4, seed=3)
-    noise = decode.draw_noise(opts, 5, tiny_model.cfg.decoder.canvas_len, "cpu")
+    noise = decode.draw_noise(opts, tiny_model.cfg.decoder.canvas_len, "cpu")
     rows = []
     hook = tiny_model.wte.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     with torch.no_grad():
@@ -197,3 +197,100 @@ def test_dedup_decoding_runs_and_stays_deterministic(tiny_model, ctx):
 def test_repeated_word_rate():
     assert decode.repeated_word_rate(["the the cat", "a b c d"]) == pytest.approx(100 * 1 / 7)
     assert decode.repeated_word_rate(["", "one"]) == 0.0
+
+
+def test_candidates_share_the_audio_kv_exactly(tiny_model, ctx):
+    """AudioContext.repeat copies nothing: cross-attention folds the K rows of an utterance into its queries.
+    Same logits as K physical copies of the K/V (what repeat used to build)."""
+    K, L = 3, tiny_model.cfg.decoder.canvas_len
+    tokens = torch.randint(0, 1000, (2 * K, L))
+    ctx2 = W.AudioContext([(torch.cat([k, k.flip(2)]), torch.cat([v, v.flip(2)])) for k, v in ctx.kv],
+                          torch.tensor([[[[True] * 150 + [False] * 50]], [[[True] * 200]]]))  # 2 utterances
+    copied = W.AudioContext([(W.repeat_rows(k, K), W.repeat_rows(v, K)) for k, v in ctx2.kv],
+                            W.repeat_rows(ctx2.mask, K))
+    with torch.no_grad():
+        shared, ref = tiny_model(tokens, ctx2.repeat(K)), tiny_model(tokens, copied)
+    assert ctx2.repeat(K).kv[0][0] is ctx2.kv[0][0]
+    torch.testing.assert_close(shared, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="repeat the audio context"):
+        tiny_model(tokens, ctx2)
+
+
+def test_canvas_length_follows_the_audio():
+    model = type("M", (), {"cfg": W.PRESETS["default"]})()
+    opts = decode.DecodeOptions()
+    assert [decode.canvas_len(model, torch.tensor([f]), opts) for f in (50, 225, 500, 1500)] == [16, 48, 96, 128]
+    assert decode.canvas_len(model, torch.tensor([50, 500]), opts) == 96  # the longest clip sets it
+    assert decode.canvas_len(model, torch.tensor([50]), decode.DecodeOptions(canvas="full")) == 128
+    groups = decode.canvas_groups(model, torch.tensor([500, 50, 60, 1500]), opts)
+    assert [(L, idx.tolist()) for L, idx in groups] == [(16, [1, 2]), (96, [0]), (128, [3])]
+
+
+def test_the_sized_canvas_holds_every_real_transcript(real_manifest):
+    """TOKENS_PER_SECOND bounds real read speech (LibriVox, the card names, the commands) with room to spare."""
+    model = type("M", (), {"cfg": W.PRESETS["default"]})()
+    for u in data.load_split(str(real_manifest)):
+        n_text = len(data.get_tokenizer().encode(" " + data.normalize_text(u.text)))
+        frames = data.n_audio_frames(len(data.load_audio(u.audio)))
+        assert n_text + 2 <= decode.canvas_len(model, torch.tensor([frames]), decode.DecodeOptions())  # sot, eot
+
+
+def test_a_shorter_canvas_is_the_same_pdd_on_fewer_positions(tiny_model, ctx):
+    """generate(length=L) is PDD on an L-position canvas with the first L positions of the same random draw:
+    the written-out reference on that canvas gives the same tokens."""
+    opts = decode.DecodeOptions(candidates=4, steps=4, seed=5)
+    noise = decode.draw_noise(opts, tiny_model.cfg.decoder.canvas_len, "cpu")
+    short = replace_canvas_len(tiny_model, 32)
+    with torch.no_grad():
+        tokens, scores = decode.generate(tiny_model, ctx, opts, noise, length=32)
+        ref_tokens, ref_scores = reference_pdd(short, ctx, opts, noise[:, :, :32])
+    assert tokens.shape == (1, 4, 32) and torch.equal(tokens, ref_tokens)
+    assert torch.allclose(scores, ref_scores, atol=1e-5)
+
+
+def replace_canvas_len(model, L):
+    """The same model (shared weights) whose config says canvas_len = L (what reference_pdd reads)."""
+    import copy
+    short = copy.copy(model)
+    short.cfg = W.WhisfusionConfig.from_dict(model.cfg.to_dict())
+    short.cfg.decoder.canvas_len = L
+    return short
+
+
+def test_a_batch_grouped_by_canvas_gives_each_clip_its_own_transcript(tiny_model):
+    """decode_batch splits a batch by canvas length; the random draw is the same for every utterance, so each
+    clip's transcript is what decoding it alone gives (batch position and neighbours do not matter)."""
+    clips = [data.load_audio(c) for c in sorted(LIBRIVOX.glob("*.wav"))[:3]]
+    clips = [clips[0][:16000], clips[1], clips[2][:48000]]  # 1 s, a few s, 3 s: three canvas lengths
+    opts = decode.DecodeOptions(candidates=3, steps=3)
+    with torch.no_grad():  # larger random weights: each clip gets its own, audio-dependent transcript
+        for name, p in tiny_model.named_parameters():
+            if not name.startswith("encoder.") and p.dim() == 2:
+                p.normal_(std=0.5)
+    mel = torch.stack([data.log_mel(a) for a in clips])
+    n = decode.frame_counts(clips)
+    assert len(decode.canvas_groups(tiny_model, n, opts)) >= 2
+    together = decode.decode_batch(tiny_model, mel, n, opts)
+    alone = [decode.decode_batch(tiny_model, mel[i:i + 1], n[i:i + 1], opts)[0] for i in range(3)]
+    assert together == alone and len(set(together)) == 3
+    assert decode.transcribe(tiny_model, clips, opts) == together  # sorted by length inside, same order out
+
+
+def test_a_restricted_output_layer_gives_the_full_heads_logits_over_its_ids(tiny_model, ctx):
+    """restrict_output keeps the head rows of some ids: their logits are the full head's, so the
+    greedy token is the full head's wherever that one is kept, and generate() writes only kept ids."""
+    import copy
+    tok = data.get_tokenizer()
+    words = set(tok.encode(" he was not an ill disposed young man"))
+    ids = sorted(words | {tok.sot, tok.eot})
+    canvas = torch.full((1, tiny_model.cfg.decoder.canvas_len), tiny_model.cfg.decoder.mask_id)
+    small = decode.restrict_output(copy.deepcopy(tiny_model), words)  # sot and eot are always kept
+    assert small.head_ids.tolist() == ids and small.wte is not tiny_model.wte
+    with torch.no_grad():
+        full, cut = tiny_model(canvas, ctx), small(canvas, ctx)
+    torch.testing.assert_close(cut, full[..., ids], rtol=1e-5, atol=1e-5)  # a narrower matmul: last bits
+    best = full.argmax(-1)
+    kept = torch.isin(best, torch.tensor(ids))
+    assert torch.equal(small.head_ids[cut.argmax(-1)][kept], best[kept])
+    tokens, _ = decode.generate(small, ctx, decode.DecodeOptions(candidates=2, steps=2))
+    assert torch.isin(tokens, torch.tensor(ids)).all()

@@ -24,10 +24,12 @@ def test_cuda_graph_replays_what_eager_decoding_computes(remask):
         n = torch.tensor(frames)
         tokens, scores = graphed(mel, n)
         with torch.no_grad():
-            eager = graphed._body(mel, n.cuda(), decode.draw_noise(opts, len(frames) * 4, tokens.shape[-1], "cuda"),
-                                  graphed.n_ctx(n))
+            eager = graphed._body(mel, n.cuda(), decode.draw_noise(opts, model.cfg.decoder.canvas_len, "cuda"),
+                                  graphed.n_ctx(n), tokens.shape[-1])
         assert torch.equal(tokens, eager[0]) and torch.equal(scores, eager[1])
-    assert sorted(graphed.graphs) == [(1, 250), (3, 500)]  # the third input replayed the first graph
+    # (batch, context bucket, canvas length: 8 tokens/s + 2, a multiple of 16, at most the tiny preset's 64);
+    # the third input replayed the first graph
+    assert sorted(graphed.graphs) == [(1, 250, 32), (3, 500, 64)]
 
 
 @cuda
