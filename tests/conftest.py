@@ -8,12 +8,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
 import whisfusion as W  # noqa: E402
+from tools import text, tinyspeech  # noqa: E402
 
-# A fresh machine has no system-wide r-cran-janeaustenr: data.py then fetches the .deb alone. Hide any system copy
+# A fresh machine has no system-wide r-cran-janeaustenr: tools/text.py then fetches the .deb alone. Hide any system copy
 # from the whole test session, so the tests (and the corpus they build) take the path a fresh machine takes.
-data.AUSTEN_SYSTEM_ROOT = Path("/nonexistent-system-root")
+text.AUSTEN_SYSTEM_ROOT = Path("/nonexistent-system-root")
 
-LIBRIVOX = data.REAL_DIR / "librivox"
+LIBRIVOX = tinyspeech.REAL_DIR / "librivox"
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # "he was not an ill disposed young man"
 
 

