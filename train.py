@@ -7,6 +7,10 @@ The Whisfusion curriculum (paper section 2), one stage per call:
 
 Each stage starts from the previous stage's checkpoint in --out-dir. Several GPUs:
     torchrun --nproc_per_node 4 train.py --stage 1
+
+Read from the top: the three stages (STAGE_DEFAULTS), the training loop (`train`, `train_step`), what each stage
+starts from (`init_model`), the learning-rate schedule, then the data each stage trains on. Below the line
+"Plumbing" are the command line, the feature cache, processes, checkpoints and logs.
 """
 import argparse
 import csv
@@ -15,7 +19,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,17 +26,323 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 import data
 import whisfusion as W
 
-STAGE_DEFAULTS = {  # lr, betas, weight decay, mask-ratio range, loss   (paper 2.4-2.5; stage 0 as SMDM)
+# ----------------------------------------------------------------------------------------------------------
+# The curriculum: what trains in each stage, on which mask ratios, and why
+
+STAGE_DEFAULTS = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, hi), and the loss
+    # Stage 0 (ours): the paper starts from SMDM-170M, a masked-diffusion language model pretrained on text, which
+    # cannot be had offline. So the decoder first learns language from text alone, with SMDM's recipe: every mask
+    # ratio, the 1/t-weighted ELBO, SMDM's optimiser settings.
     0: dict(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, mask=(0.0, 1.0), elbo=True),
+    # Stage 1 (paper 2.4): only the cross-attention adapter trains; the language model stays frozen, so it keeps
+    # what it knows while the adapter learns to read the audio. Every mask ratio, from filling in one word to
+    # writing the whole transcript; the plain mean cross-entropy of the masked tokens.
     1: dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, mask=(0.0, 1.0), elbo=False),
+    # Stage 2 (paper 2.5): adapter + decoder (LoRA, or all of it with --lora-rank 0) on high mask ratios only.
+    # Decoding starts from an all-[MASK] canvas and re-masks 80-90 % of it at every step (decode.py), so the
+    # decoder specialises in what it will see: t ~ U(0.7, 1). EMA of the weights smooths the last steps.
     2: dict(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.005, mask=(0.7, 1.0), elbo=False),
 }
 
+
+def train(args):
+    """One stage: nanoGPT's loop (data, model, optimizer, then steps until --steps or the time budget), with a
+    checkpoint every --ckpt-every steps and at the end."""
+    device = setup_distributed(args)
+    seed_everything(args.seed + RANK)
+    hp = STAGE_DEFAULTS[args.stage]
+    peak_lr = hp["lr"] if args.lr is None else args.lr
+    check_out_dir(args)
+    utts = load_utterances(args)  # before anything heavy: missing data fails first
+    model, resume = load_resume(args, device) if args.resume else (init_model(args, device, utts["train"]), None)
+    if resume is not None and resume.get("finished"):
+        log(f"{stage_path(args.out_dir, args.stage)} is finished; nothing to resume")
+        return resume
+    W.set_trainable(model, args.stage)
+    log_parameters(model, args.stage)
+    batches, dev = stage_batches(args, model, utts, device)
+    shards = Shards(len(batches), args.batch_size, args.seed, RANK, WORLD, batches.lengths)
+    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=peak_lr, betas=hp["betas"],
+                                  fused=device.startswith("cuda"))
+    ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad} \
+        if args.stage == 2 and args.ema else None  # the trainable weights' exponential moving average
+    step, elapsed0, ema = restore(resume, optimizer, ema, device, args) if resume else (0, 0.0, ema)
+    raw, model = model, wrap_model(model, args, device)  # raw: the model itself; model: compiled and/or DDP
+    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    book, loss = Logbook(args, step), float("nan")
+    t_start = time.time() - elapsed0  # the clock continues on --resume
+    model.train()
+    while step < args.steps:
+        lr = lr_at(step, args, peak_lr, shared_elapsed(t_start, device))
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loss = train_step(model, raw, batches, shards, step, args, hp, amp, device)
+        if any_rank(not math.isfinite(loss), device):  # every rank stops together
+            raise SystemExit(f"loss is {loss} at step {step}: stopping. The last good checkpoint is "
+                             f"{stage_path(args.out_dir, args.stage)}; resume with a lower --lr (now {peak_lr}).")
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema_update(ema, raw, args.ema)
+        step += 1
+        elapsed = shared_elapsed(t_start, device)  # rank 0's clock: every rank takes the same decision
+        out_of_time = bool(args.time_limit) and elapsed > 60 * args.time_limit
+        final = step == args.steps or out_of_time
+        row = book.step(step, loss, lr, args.batch_size * args.grad_accum * WORLD, raw.cfg.decoder.canvas_len)
+        if is_master() and (step % args.eval_every == 0 or final):
+            with swap_in(raw, ema):
+                row.update(dev_metrics(raw, dev, args, device, amp))
+        book.write(row, time.time() - t_start)
+        if step % args.ckpt_every == 0 or final:
+            save_checkpoint(args, model, optimizer, step, ema, finished=final, elapsed_s=elapsed)
+        if out_of_time:
+            log(f"time budget of {args.time_limit} min used at step {step}: the schedule has annealed; done")
+            break
+    book.close(device)
+    if WORLD > 1:
+        dist.barrier()  # the other ranks wait here while rank 0 evaluates and saves; then all leave together
+    return {"step": step, "loss": loss}
+
+
+def train_step(model, raw, batches, shards, step, args, hp, amp, device) -> float:
+    """The gradients of one optimizer step, over --grad-accum micro-batches: corrupt the clean canvases with the
+    forward process (mask ratio t from the stage's range), predict the masked tokens from the rest (and the
+    audio, from stage 1 on), backpropagate the stage's loss. Returns the loss."""
+    lo, hi = hp["mask"]
+    total = 0.0
+    for micro in range(args.grad_accum):
+        idx = shards.batch_at(step * args.grad_accum + micro).to(device)
+        feats, n_frames, x0 = batches.get(idx)  # stage 0: no audio (None, None, canvases)
+        t = W.sample_mask_ratio(len(idx), lo, hi, device=device)
+        xt, masked = W.forward_process(x0, t, raw.cfg.decoder.mask_id)
+        sync = nullcontext() if micro == args.grad_accum - 1 or WORLD == 1 else model.no_sync()
+        with sync, amp:
+            ctx = None if feats is None else raw.audio_context(feats, n_frames, n_ctx=feats.shape[1])
+            logits = model(xt, ctx, where=masked)  # (N, n_out): only where the loss looks
+            y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
+            loss = W.elbo_loss(logits, y0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, y0, masked)
+            if ctx is not None and raw.ctc_head is not None:  # the auxiliary alignment signal (beyond the paper)
+                loss = loss + raw.cfg.adapter.ctc_weight * W.ctc_loss(raw, ctx, *batches.ctc_targets(idx), n_frames)
+            (loss / args.grad_accum).backward()
+        total += loss.item() / args.grad_accum
+    return total
+
+
+def init_model(args, device, train_utts=()):
+    """Stage 0: a fresh decoder on the Whisper encoder. Later stages: the previous stage's checkpoint, with the
+    parts the flags add (stage 2's LoRA slots, audio layers, a CTC head) built fresh around its weights."""
+    if args.stage == 0:
+        cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
+        window = cfg.encoder.n_audio_ctx  # the preset's encoder window (cpu: 4 s); the rest is Whisper's
+        cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
+        cfg.encoder.n_audio_ctx = min(window, cfg.encoder.n_audio_ctx)
+        cfg.whisper = args.whisper
+        if args.vocab_from_corpus:
+            cfg.decoder.vocab = corpus_vocab(train_utts)
+        set_options(cfg, args)
+        return W.build_model(cfg, whisper_sd).to(device)
+    init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
+    if not init.exists():
+        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
+                         f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
+                         f"(or pass --init PATH).")
+    model, ckpt = W.load_model(init)
+    if ckpt.get("stage") != args.stage - 1:
+        log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
+    cfg, old = model.cfg, W.WhisfusionConfig.from_dict(model.cfg.to_dict())
+    set_options(cfg, args, model)
+    if cfg.lora.rank != old.lora.rank or cfg.adapter.audio_layers != old.adapter.audio_layers \
+            or bool(cfg.adapter.ctc_weight) != bool(old.adapter.ctc_weight):  # new parts: build, then load
+        state = {k: v for k, v in model.state_dict().items() if cfg.lora.rank == old.lora.rank or "lora_" not in k}
+        model = W.build_model(cfg)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert all("lora_" in k or W.is_adapter(k) for k in missing) and all(W.is_adapter(k) for k in unexpected)
+    return model.to(device)
+
+
+def set_options(cfg: W.WhisfusionConfig, args, model=None):
+    """The flags that shape the model, into its config (saved with every checkpoint) and, for the regularisers,
+    into an already-built model: --feature-dropout, --dropout, --time-masks, --audio-layers, --ctc-weight and,
+    in stage 2, --lora-rank (alpha = 2 x rank keeps the update's scale alpha / rank at the presets' 2)."""
+    for flag, section, name in (("feature_dropout", cfg.adapter, "feature_dropout"), ("dropout", cfg.decoder, "dropout"),
+                                ("time_masks", cfg.adapter, "time_masks"), ("audio_layers", cfg.adapter, "audio_layers"),
+                                ("ctc_weight", cfg.adapter, "ctc_weight")):
+        if getattr(args, flag) is not None:
+            setattr(section, name, getattr(args, flag))
+    if args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank:
+        cfg.lora.rank, cfg.lora.alpha = args.lora_rank, 2.0 * args.lora_rank if args.lora_rank else cfg.lora.alpha
+    if model is not None:
+        model.feature_dropout.p = cfg.adapter.feature_dropout
+        for blk in model.blocks:
+            blk.drop.p = cfg.decoder.dropout
+
+
+def param_groups(model, weight_decay):
+    """No weight decay on norms and biases (paper 2.4), nor on the embedding."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name or name.startswith("wte") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step, args, peak, elapsed_s=0.0):
+    """Linear warm-up, then cosine down to peak * min_lr_ratio. With --time-limit, progress is the larger of
+    the step and the time fractions, so a time-budgeted run still ends fully annealed."""
+    warm = max(1, int(args.warmup * args.steps))
+    progress = step / args.steps
+    if args.time_limit:
+        progress = max(progress, elapsed_s / (60 * args.time_limit))
+    if progress < args.warmup:
+        return peak * max(step + 1, progress / args.warmup * warm) / warm
+    progress = min(1.0, (progress - args.warmup) / (1 - args.warmup))
+    return peak * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def ema_update(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * weights, for the trainable weights (stage 2)."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in ema:
+                ema[n].lerp_(p.float(), 1 - decay)
+
+
+DEV_LOSS_UTTS = 512  # the dev loss on at most this many utterances: a stable number in a few seconds
+
+
+@torch.no_grad()
+def dev_metrics(model, dev, args, device, amp):
+    """Dev masked-token loss (fixed masks, t ~ the stage's range) and a quick dev WER through decode.py."""
+    import decode
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(0)
+    lo, hi = STAGE_DEFAULTS[args.stage]["mask"]
+    losses = []
+    for i in range(0, min(len(dev), DEV_LOSS_UTTS), args.batch_size):
+        idx = torch.arange(i, min(i + args.batch_size, len(dev), DEV_LOSS_UTTS), device=device)
+        feats, n, x0 = dev.get(idx)
+        t = (lo + (hi - lo) * torch.rand(len(idx), generator=g, device=device)).clamp(1e-3, 1)
+        masked = torch.rand(x0.shape, generator=g, device=device) < t[:, None]
+        masked[:, 0] = False
+        xt = torch.where(masked, model.cfg.decoder.mask_id, x0)
+        with amp:
+            logits = model(xt, None if feats is None else model.audio_context(feats, n))
+        losses.append(W.masked_token_loss(logits, model.rows(x0, strict=False), masked).item())
+    out = {"dev_loss": float(np.mean(losses))}
+    if args.stage > 0 and args.eval_utts:
+        utts = dev.ds.utts[:args.eval_utts]
+        feats, n, _ = dev.get(torch.arange(len(utts), device=device))
+        hyps = decode.transcribe_features(model, feats, n, decode.DecodeOptions())
+        out["dev_wer"] = decode.wer([u.text for u in utts], hyps)[0]
+    model.train()
+    return out
+
+# ----------------------------------------------------------------------------------------------------------
+# What each stage trains on: canvases of text (stage 0), and cached encoder features with their canvases
+
+def stage_batches(args, model, utts, device):
+    """(training batches, dev batches): text canvases for stage 0, audio features + canvases for stages 1-2."""
+    if args.stage > 0:
+        return (AudioBatches(model, utts["train"], args.train_split, device, cache=not args.no_cache),
+                AudioBatches(model, utts["dev"], args.dev_split, device))
+    L, vocab = model.cfg.decoder.canvas_len, model.cfg.decoder.vocab
+    canvases = text_canvases("train", L, args.size, vocab).to(device)
+    log(f"stage 0 text: {len(canvases):,} distinct training sentences and passages")
+    dev = text_canvases("dev", L, args.size, vocab)
+    return TextBatches(canvases), TextBatches(dev[torch.randperm(len(dev), generator=torch.Generator().manual_seed(0))]
+                                              .to(device))
+
+
+def text_canvases(split: str, canvas_len: int, size: str = "default", vocab: tuple = ()) -> torch.Tensor:
+    """Stage 0: the text of one split (train, or dev for the dev loss) as canvases (N, L); no audio needed.
+
+    The books' sentences, plus passages of 55-75 consecutive words because the corpus also holds 20-30 s
+    utterances whose canvases are that long. A grammar-made corpus (data.SIZES[size]["grammar"]) takes its own
+    sentences instead of the books; with a restricted vocabulary, a sentence with a token outside it is left out."""
+    texts = set()
+    if data.SIZES.get(size, {}).get("grammar"):
+        texts.update(data.grammar_sentences(split, size))
+    else:
+        for sents in data.build_text()[split].values():
+            texts.update(sents)
+            passage = []
+            for s in sents:
+                passage += s.split()
+                if len(passage) >= 55:
+                    if len(passage) <= 75:
+                        texts.add(" ".join(passage))
+                    passage = []
+    allowed = set(vocab)
+    rows = []
+    for s in sorted(texts):
+        try:
+            row = data.make_canvas(s, canvas_len)
+        except ValueError:
+            continue  # longer than the canvas
+        if not allowed or allowed.issuperset(row):
+            rows.append(row)
+    return torch.tensor(rows)
+
+
+class TextBatches:
+    """Stage 0's batches: canvases only (no audio), in the same (features, n_frames, canvas) form."""
+    lengths = None  # no audio: nothing to bucket by
+
+    def __init__(self, canvases):
+        self.canvas = canvases
+
+    def __len__(self):
+        return len(self.canvas)
+
+    def get(self, idx):
+        return None, None, self.canvas[idx]
+
+
+class AudioBatches:
+    """Random batches of (features, n_frames, canvas) for stages 1-2, from features cached once (the encoder is
+    frozen, so its output never changes) or, with cache=False (--no-cache), from the encoder at every step."""
+
+    def __init__(self, model, utts, split, device, cache=True):
+        self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
+        if len(self.ds) == 0:
+            raise SystemExit(f"no usable training utterances in '{split}' (all over 30 s or the canvas)")
+        self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
+                                   for u in self.ds.utts]).to(device)
+        if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
+            chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in self.ds.utts]
+            self.ctc_len = torch.tensor([len(c) for c in chars], device=device)
+            self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
+        self.model, self.device, self.cached, self.lengths = model, device, cache, None
+        if cache:
+            self.flat, self.n_frames = cached_features(model, self.ds.utts, device)  # (frames, d), (N,)
+            self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
+            self.lengths = self.n_frames.cpu()  # for length-bucketed batches (Shards)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def get(self, idx):
+        """-> features (B, T, d) zero-padded, n_frames (B,), canvas (B, L)."""
+        if self.cached:
+            n = self.n_frames[idx]
+            return gather_frames(self.flat, self.start[idx], n, multiple=64), n, self.canvas[idx]
+        mel, n, _ = data.collate([self.ds[i] for i in idx.tolist()])
+        return self.model.embed_audio(mel.to(self.device)), n.to(self.device), self.canvas[idx]
+
+    def ctc_targets(self, idx):
+        """-> character targets (B, S) zero-padded, lengths (B,) for the auxiliary CTC loss."""
+        lengths = self.ctc_len[idx]
+        return self.ctc_chars[idx, :int(lengths.max())], lengths
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plumbing (not needed to follow the curriculum): the command line, the feature cache, processes, checkpoints,
+# logs
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,52 +414,18 @@ def check_args(p, args):
     if out.exists() and not out.is_dir():
         p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
 
-# ----------------------------------------------------------------------------------------------------------
-# Data on the device: canvases (text) and cached encoder features (audio)
-
-def text_canvases(split: str, canvas_len: int, size: str = "default", vocab: tuple = ()) -> torch.Tensor:
-    """Stage 0: the text of one split (train, or dev for the dev loss) as canvases (N, L); no audio needed.
-
-    The books' sentences, plus passages of 55-75 consecutive words because the corpus also holds 20-30 s
-    utterances whose canvases are that long. A grammar-made corpus (data.SIZES[size]["grammar"]) takes its own
-    sentences instead of the books; with a restricted vocabulary, a sentence with a token outside it is left out."""
-    texts = set()
-    if data.SIZES.get(size, {}).get("grammar"):
-        texts.update(data.grammar_sentences(split, size))
-    else:
-        for sents in data.build_text()[split].values():
-            texts.update(sents)
-            passage = []
-            for s in sents:
-                passage += s.split()
-                if len(passage) >= 55:
-                    if len(passage) <= 75:
-                        texts.add(" ".join(passage))
-                    passage = []
-    allowed = set(vocab)
-    rows = []
-    for s in sorted(texts):
-        try:
-            row = data.make_canvas(s, canvas_len)
-        except ValueError:
-            continue  # longer than the canvas
-        if not allowed or allowed.issuperset(row):
-            rows.append(row)
-    return torch.tensor(rows)
-
-
-class TextBatches:
-    """Stage 0's batches: canvases only (no audio), in the same (features, n_frames, canvas) form."""
-
-    def __init__(self, canvases):
-        self.canvas = canvases
-
-    def __len__(self):
-        return len(self.canvas)
-
-    def get(self, idx):
-        return None, None, self.canvas[idx]
-
+def check_args(p, args):
+    """What argparse's types cannot see: flags that contradict each other or this machine."""
+    if args.resume and args.overwrite:
+        p.error("--resume and --overwrite contradict each other: --resume continues OUT_DIR/stage{N}.pt, "
+                "--overwrite starts it again; pass one")
+    if args.stage == 0 and args.init:
+        p.error("--init is for stages 1 and 2 (stage 0 starts fresh from --whisper and --preset)")
+    if problem := data.device_problem(args.device):
+        p.error(problem)
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
 
 def corpus_vocab(utts) -> tuple:
     """--vocab-from-corpus: the Whisper ids of the training transcripts, plus sot and eot (sorted)."""
@@ -195,6 +470,24 @@ def feature_key(model, utts) -> str:
     return h.hexdigest()[:16]
 
 
+def cached_features(model, utts, device):
+    """The encoder features of utts: loaded from data/features/<key>.pt, or computed and saved there."""
+    t0 = time.time()
+    path = data.DATA_DIR / "features" / f"{feature_key(model, utts)}.pt"
+    loaded = load_features(path, len(utts), device)
+    if loaded is None:
+        loaded = cache_features(model, utts, device)
+        if is_master():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                data.atomic_save((loaded[0].cpu(), loaded[1].cpu()), path)
+            except OSError as e:  # a read-only data folder: train on, without a cache on disk
+                data.warn(f"cannot cache the encoder features ({data.os_error(e)}); they are computed again next run")
+    log(f"encoder features of {len(utts)} utterances ready in {time.time() - t0:.1f} s "
+        f"({loaded[0].numel() * 2 / 2**30:.2f} GiB fp16, {path})")
+    return loaded
+
+
 def load_features(path, n_utts, device):
     """A cached (flat, n_frames) that loads and fits these utterances, or None (then it is rebuilt)."""
     if not path.exists():
@@ -207,57 +500,6 @@ def load_features(path, n_utts, device):
         pass
     data.warn(f"{path}: damaged feature cache; building it again")
     return None
-
-
-class AudioBatches:
-    """Random batches of (features, n_frames, canvas) for stages 1-2, from features cached once (the encoder is
-    frozen, so its output never changes) or, with --no-cache, from the encoder at every step."""
-
-    def __init__(self, model, utts, args, device):
-        self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
-        if len(self.ds) == 0:
-            raise SystemExit(f"no usable training utterances in '{args.train_split}' (all over 30 s or the canvas)")
-        self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
-                                   for u in self.ds.utts]).to(device)
-        if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
-            chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in self.ds.utts]
-            self.ctc_len = torch.tensor([len(c) for c in chars], device=device)
-            self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
-        self.model, self.device, self.cached = model, device, not args.no_cache
-        if self.cached:
-            t0 = time.time()
-            path = data.DATA_DIR / "features" / f"{feature_key(model, self.ds.utts)}.pt"
-            loaded = load_features(path, len(self.ds), device)
-            if loaded is not None:
-                self.flat, self.n_frames = loaded
-            else:
-                self.flat, self.n_frames = cache_features(model, self.ds.utts, device)
-                if is_master():
-                    try:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        data.atomic_save((self.flat.cpu(), self.n_frames.cpu()), path)
-                    except OSError as e:  # a read-only data folder: train on, without a cache on disk
-                        data.warn(f"cannot cache the encoder features ({data.os_error(e)}); they are computed "
-                                  f"again next run")
-            self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
-            log(f"encoder features of {len(self.ds)} utterances ready in {time.time() - t0:.1f} s "
-                f"({self.flat.numel() * 2 / 2**30:.2f} GiB fp16, {path})")
-
-    def __len__(self):
-        return len(self.ds)
-
-    def get(self, idx):
-        """-> features (B, T_max, d) zero-padded, n_frames (B,), canvas (B, L)."""
-        if self.cached:
-            n = self.n_frames[idx]
-            return gather_frames(self.flat, self.start[idx], n, multiple=64), n, self.canvas[idx]
-        mel, n, _ = data.collate([self.ds[i] for i in idx.tolist()])
-        return self.model.embed_audio(mel.to(self.device)), n.to(self.device), self.canvas[idx]
-
-    def ctc_targets(self, idx):
-        """-> character targets (B, S) zero-padded, lengths (B,) for the auxiliary CTC loss."""
-        lengths = self.ctc_len[idx]
-        return self.ctc_chars[idx, :int(lengths.max())], lengths
 
 
 def gather_frames(flat, start, n, multiple: int = 1):
@@ -300,9 +542,6 @@ class Shards:
         runs = [run[self.lengths[run].argsort(stable=True)] for run in mine.split(self.batch * self.bucket)]
         batches = torch.cat(runs).split(self.batch)
         return [batches[j] for j in torch.randperm(len(batches), generator=g)]
-
-# ----------------------------------------------------------------------------------------------------------
-# Process group, logging, checkpoints
 
 RANK, WORLD = 0, 1
 
@@ -366,291 +605,128 @@ def set_rng_state(s):
         torch.cuda.set_rng_state(s["cuda"])
 
 
+def check_out_dir(args):
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if stage_path(args.out_dir, args.stage).exists() and not (args.resume or args.overwrite):
+        raise SystemExit(f"{stage_path(args.out_dir, args.stage)} exists: pass --resume to continue it or --overwrite "
+                         f"to start again (or choose another --out-dir)")
+
+
+def load_utterances(args) -> dict:
+    """The train and dev utterances a stage needs (stage 0 reads text only, and the training transcripts only
+    for --vocab-from-corpus)."""
+    train_utts = data.load_split(args.train_split, args.size) if args.stage > 0 or args.vocab_from_corpus else []
+    return {"train": train_utts, "dev": data.load_split(args.dev_split, args.size) if args.stage > 0 else []}
+
+
+def log_parameters(model, stage):
+    counts = W.param_counts(model)
+    log(f"stage {stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
+        f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
+
+
+def wrap_model(model, args, device):
+    """torch.compile (--compile) and DistributedDataParallel (torchrun) around the model."""
+    if args.compile:
+        model = torch.compile(model)
+    if WORLD > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(os.environ["LOCAL_RANK"])]
+                                                          if device.startswith("cuda") else None)
+    return model
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(("MT19937", np.array(s["numpy"], dtype=np.uint32), 624, 0, 0.0))
+    random.setstate((3, tuple(s["python"]), None))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
 def stage_path(out_dir, stage):
     return Path(out_dir) / f"stage{stage}.pt"
 
 
-def init_model(args, device, train_utts=()):
-    """Stage 0: a fresh decoder on the Whisper encoder. Later stages: the previous stage's checkpoint."""
-    if args.stage == 0:
-        cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
-        window = cfg.encoder.n_audio_ctx  # the preset's encoder window (cpu: 6 s); the rest is Whisper's
-        cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
-        cfg.encoder.n_audio_ctx = min(window, cfg.encoder.n_audio_ctx)
-        cfg.whisper = args.whisper
-        if args.vocab_from_corpus:
-            cfg.decoder.vocab = corpus_vocab(train_utts)
-        set_regularisers(cfg, args)
-        if args.audio_layers is not None:
-            cfg.adapter.audio_layers = args.audio_layers
-        if args.ctc_weight is not None:
-            cfg.adapter.ctc_weight = args.ctc_weight
-        return W.build_model(cfg, whisper_sd).to(device), None
-    init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
-    if not init.exists():
-        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
-                         f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
-                         f"(or pass --init PATH).")
-    model, ckpt = W.load_model(init)
-    if ckpt.get("stage") != args.stage - 1:
-        log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
-    cfg = model.cfg
-    set_regularisers(cfg, args, model)
-    rebuild = new_lora = args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank
-    if new_lora:
-        cfg.lora.rank = args.lora_rank  # rebuild with the asked LoRA slots; the base weights carry over
-        if args.lora_rank:
-            cfg.lora.alpha = 2.0 * args.lora_rank
-    if args.audio_layers is not None and args.audio_layers != cfg.adapter.audio_layers:
-        cfg.adapter.audio_layers, rebuild = args.audio_layers, True  # new adapter layers start fresh
-    if args.ctc_weight is not None:
-        rebuild = rebuild or bool(args.ctc_weight) != bool(cfg.adapter.ctc_weight)  # add or drop the CTC head
-        cfg.adapter.ctc_weight = args.ctc_weight
-    if rebuild:
-        state = {k: v for k, v in model.state_dict().items() if not (new_lora and "lora_" in k)}
-        model = W.build_model(cfg)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        new_part = [k for k in missing if "lora_" in k or W.is_adapter(k)]
-        assert set(new_part) == set(missing) and all(W.is_adapter(k) for k in unexpected), (missing, unexpected)
-    return model.to(device), ckpt
+def load_resume(args, device):
+    """--resume: the model and the checkpoint of an interrupted stage."""
+    if not stage_path(args.out_dir, args.stage).is_file():
+        raise SystemExit(f"--resume: {stage_path(args.out_dir, args.stage)} does not exist; start without --resume")
+    return W.load_model(stage_path(args.out_dir, args.stage), device)
 
 
-def set_regularisers(cfg: W.WhisfusionConfig, args, model=None):
-    """--feature-dropout, --dropout, --time-masks into the config (saved with the checkpoint) and the model."""
-    if args.feature_dropout is not None:
-        cfg.adapter.feature_dropout = args.feature_dropout
-    if args.dropout is not None:
-        cfg.decoder.dropout = args.dropout
-    if args.time_masks is not None:
-        cfg.adapter.time_masks = args.time_masks
-    if model is not None:
-        model.feature_dropout.p = cfg.adapter.feature_dropout
-        for blk in model.blocks:
-            blk.drop.p = cfg.decoder.dropout
+def restore(ckpt, optimizer, ema, device, args):
+    """Where an interrupted stage stopped: optimizer state and RNG restored; returns step, seconds spent, EMA."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    step, elapsed = ckpt["step"], ckpt.get("elapsed_s", 0.0)
+    ema = {k: v.to(device) for k, v in ckpt["ema"].items()} if ckpt.get("ema") else ema
+    set_rng_state(ckpt["rng"])
+    log(f"resumed at step {step}" + (f", {elapsed:.0f} s of the time budget spent" if args.time_limit else ""))
+    return step, elapsed, ema
 
 
-def save_checkpoint(args, model, optimizer, step, ema, finished, best=None, elapsed_s=0.0):
+def save_checkpoint(args, model, optimizer, step, ema, finished, elapsed_s=0.0):
     """Everything needed to continue: model, optimizer, step, config, stage, RNG, EMA and the training seconds
     spent (a resumed --time-limit run continues that clock); written atomically."""
     if not is_master():
         return
     raw = model.module if hasattr(model, "module") else model
     W.save_model(stage_path(args.out_dir, args.stage), raw, optimizer=optimizer.state_dict(), step=step,
-                 stage=args.stage, args=vars(args), rng=rng_state(), ema=ema, finished=finished, best=best,
+                 stage=args.stage, args=vars(args), rng=rng_state(), ema=ema, finished=finished,
                  elapsed_s=elapsed_s)
 
 
-def param_groups(model, weight_decay):
-    """No weight decay on norms and biases (paper 2.4), nor on the embedding."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name or name.startswith("wte") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+class Logbook:
+    """The progress bar, and one CSV row (stageN_log.csv) per --log-every steps (throughput) or dev evaluation."""
+    FIELDS = ["step", "loss", "lr", "dev_loss", "dev_wer", "utt_per_s", "elapsed_s"]
 
+    def __init__(self, args, step):
+        from tqdm import tqdm
+        self.args, self.path = args, Path(args.out_dir) / f"stage{args.stage}_log.csv"
+        if is_master() and (step == 0 or not self.path.exists()):
+            self.path.write_text(",".join(self.FIELDS) + "\n")
+        self.bar = tqdm(total=args.steps, initial=step, disable=not is_master(), desc=f"stage {args.stage}")
+        self.t_last, self.seen = time.time(), 0
 
-def lr_at(step, args, peak, elapsed_s=0.0):
-    """Linear warm-up, then cosine down to peak * min_lr_ratio. With --time-limit, progress is the larger of
-    the step and the time fractions, so a time-budgeted run still ends fully annealed."""
-    warm = max(1, int(args.warmup * args.steps))
-    progress = step / args.steps
-    if args.time_limit:
-        progress = max(progress, elapsed_s / (60 * args.time_limit))
-    if progress < args.warmup:
-        return peak * max(step + 1, progress / args.warmup * warm) / warm
-    progress = min(1.0, (progress - args.warmup) / (1 - args.warmup))
-    return peak * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    def step(self, step, loss, lr, n_utts, canvas_len) -> dict:
+        """Count the step; -> the start of a log row (with the throughput every --log-every steps)."""
+        self.seen += n_utts
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+        row = {"step": step, "loss": round(loss, 4), "lr": lr}
+        if step % self.args.log_every == 0 or step == self.args.steps:
+            rate = self.seen / (time.time() - self.t_last)
+            self.t_last, self.seen = time.time(), 0
+            row["utt_per_s"] = round(rate, 1)
+            log(f"throughput {rate:.0f} utterances/s = {rate * canvas_len:.0f} canvas tokens/s")
+        return row
 
-# ----------------------------------------------------------------------------------------------------------
-# Evaluation during training
+    def write(self, row, elapsed_s):
+        if not is_master() or len(row) == 3:  # nothing beyond step, loss, lr: no row this step
+            return
+        row["elapsed_s"] = round(elapsed_s, 1)
+        self.bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        with open(self.path, "a") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
 
-@torch.no_grad()
-def dev_metrics(model, dev, args, device, amp):
-    """Dev masked-token loss (fixed masks, t ~ the stage's range) and a quick dev WER through decode.py."""
-    import decode
-    model.eval()
-    raw = model.module if hasattr(model, "module") else model
-    g = torch.Generator(device=device).manual_seed(0)
-    lo, hi = STAGE_DEFAULTS[args.stage]["mask"]
-    losses = []
-    for i in range(0, min(len(dev), 512), args.batch_size):
-        idx = torch.arange(i, min(i + args.batch_size, len(dev), 512), device=device)
-        feats, n, x0 = dev.get(idx)
-        t = (lo + (hi - lo) * torch.rand(len(idx), generator=g, device=device)).clamp(1e-3, 1)
-        masked = torch.rand(x0.shape, generator=g, device=device) < t[:, None]
-        masked[:, 0] = False
-        xt = torch.where(masked, raw.cfg.decoder.mask_id, x0)
-        with amp:
-            logits = raw(xt, raw.audio_context(feats, n) if args.stage > 0 else None)
-        losses.append(W.masked_token_loss(logits, raw.rows(x0, strict=False), masked).item())
-    out = {"dev_loss": float(np.mean(losses))}
-    if args.stage > 0 and args.eval_utts:
-        utts = dev.ds.utts[:args.eval_utts]
-        idx = torch.arange(len(utts), device=device)
-        feats, n, _ = dev.get(idx)
-        hyps = decode.transcribe_features(raw, feats, n, decode.DecodeOptions())
-        out["dev_wer"] = decode.wer([u.text for u in utts], hyps)[0]
-    model.train()
-    return out
-
-# ----------------------------------------------------------------------------------------------------------
-
-def train(args):
-    device = setup_distributed(args)
-    torch.manual_seed(args.seed + RANK)
-    random.seed(args.seed + RANK)
-    np.random.seed(args.seed + RANK)
-    hp = STAGE_DEFAULTS[args.stage]
-    peak_lr = hp["lr"] if args.lr is None else args.lr
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if stage_path(out_dir, args.stage).exists() and not (args.resume or args.overwrite):
-        raise SystemExit(f"{stage_path(out_dir, args.stage)} exists: pass --resume to continue it or --overwrite "
-                         f"to start again (or choose another --out-dir)")
-
-    # data first, so that missing data fails before anything heavy happens (stage 0 reads text only, and the
-    # training transcripts only for --vocab-from-corpus)
-    train_utts = data.load_split(args.train_split, args.size) if args.stage > 0 or args.vocab_from_corpus else []
-    if args.stage > 0:
-        dev_utts = data.load_split(args.dev_split, args.size)
-
-    # model: fresh, from the previous stage, or resumed
-    resume_ckpt = None
-    if args.resume:
-        if not stage_path(out_dir, args.stage).is_file():
-            raise SystemExit(f"--resume: {stage_path(out_dir, args.stage)} does not exist; start without --resume")
-        model, resume_ckpt = W.load_model(stage_path(out_dir, args.stage), device)
-        if resume_ckpt.get("finished"):
-            log(f"{stage_path(out_dir, args.stage)} is finished; nothing to resume")
-            return resume_ckpt
-    else:
-        model, _ = init_model(args, device, train_utts)
-    W.set_trainable(model, args.stage)
-    counts = W.param_counts(model)
-    log(f"stage {args.stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
-        f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
-
-    if args.stage == 0:
-        canvases = text_canvases("train", model.cfg.decoder.canvas_len, args.size, model.cfg.decoder.vocab).to(device)
-        log(f"stage 0 text: {len(canvases):,} distinct training sentences and passages")
-        n_items = len(canvases)
-        dev_text = text_canvases("dev", model.cfg.decoder.canvas_len, args.size, model.cfg.decoder.vocab)
-        dev = TextBatches(dev_text[torch.randperm(len(dev_text), generator=torch.Generator().manual_seed(0))].to(device))
-    else:
-        batches = AudioBatches(model, train_utts, args, device)
-        n_items = len(batches.ds)
-        dev = AudioBatches(model, dev_utts, argparse.Namespace(no_cache=False, train_split=args.dev_split), device)
-    lengths = None if args.stage == 0 or not batches.cached else batches.n_frames.cpu()
-    shards = Shards(n_items, args.batch_size, args.seed, RANK, WORLD, lengths)
-
-    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=peak_lr, betas=hp["betas"],
-                                  fused=device.startswith("cuda"))
-    ema = None
-    if args.stage == 2 and args.ema:
-        ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad}
-    step, elapsed0 = 0, 0.0
-    if resume_ckpt is not None:
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        step, ema, elapsed0 = resume_ckpt["step"], resume_ckpt.get("ema") or ema, resume_ckpt.get("elapsed_s", 0.0)
-        if ema:
-            ema = {k: v.to(device) for k, v in ema.items()}
-        set_rng_state(resume_ckpt["rng"])
-        log(f"resumed at step {step}" + (f", {elapsed0:.0f} s of the time budget spent" if args.time_limit else ""))
-    raw = model
-    if args.compile:
-        model = torch.compile(model)
-    if WORLD > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(os.environ["LOCAL_RANK"])]
-                                                          if device.startswith("cuda") else None)
-    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
-
-    from tqdm import tqdm
-    log_path = out_dir / f"stage{args.stage}_log.csv"
-    if is_master() and (step == 0 or not log_path.exists()):
-        log_path.write_text("step,loss,lr,dev_loss,dev_wer,utt_per_s,elapsed_s\n")
-    bar = tqdm(total=args.steps, initial=step, disable=not is_master(), desc=f"stage {args.stage}")
-    t_start, t_last, seen = time.time() - elapsed0, time.time(), 0  # the clock continues on --resume
-    model.train()
-    lo, hi = hp["mask"]
-    while step < args.steps:
-        lr = lr_at(step, args, peak_lr, shared_elapsed(t_start, device))
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        total = 0.0
-        for micro in range(args.grad_accum):
-            idx = shards.batch_at(step * args.grad_accum + micro).to(device)
-            if args.stage == 0:
-                x0, ctx = canvases[idx], None
-            else:
-                feats, n_frames, x0 = batches.get(idx)
-            t = W.sample_mask_ratio(len(idx), lo, hi, device=device)
-            xt, masked = W.forward_process(x0, t, raw.cfg.decoder.mask_id)
-            sync = nullcontext() if micro == args.grad_accum - 1 or WORLD == 1 else model.no_sync()
-            with sync, amp:
-                if args.stage > 0:
-                    ctx = raw.audio_context(feats, n_frames, n_ctx=feats.shape[1])  # keep the rounded length
-                logits = model(xt, ctx, where=masked)  # (N, n_out): only where the loss looks
-                y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
-                loss = W.elbo_loss(logits, y0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, y0, masked)
-                if args.stage > 0 and raw.ctc_head is not None:  # the auxiliary alignment signal (beyond the paper)
-                    loss = loss + raw.cfg.adapter.ctc_weight * W.ctc_loss(raw, ctx, *batches.ctc_targets(idx),
-                                                                          n_frames)
-                (loss / args.grad_accum).backward()
-            total += loss.item() / args.grad_accum
-            seen += len(idx) * WORLD
-        if any_rank(not math.isfinite(total), device):
-            raise SystemExit(f"loss is {total} at step {step}: stopping. The last good checkpoint is "
-                             f"{stage_path(out_dir, args.stage)}; resume with a lower --lr (now {peak_lr}).")
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                for n, p in raw.named_parameters():
-                    if n in ema:
-                        ema[n].lerp_(p.float(), 1 - args.ema)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}")
-        row = None
-        if step % args.log_every == 0 or step == args.steps:
-            rate = seen / (time.time() - t_last)
-            t_last, seen = time.time(), 0
-            row = dict(step=step, loss=round(total, 4), lr=lr, dev_loss="", dev_wer="", utt_per_s=round(rate, 1),
-                       elapsed_s=round(time.time() - t_start, 1))
-            log(f"throughput {rate:.0f} utterances/s = {rate * raw.cfg.decoder.canvas_len:.0f} canvas tokens/s")
-        if is_master() and (step % args.eval_every == 0 or step == args.steps):
-            row = row or dict(step=step, loss=round(total, 4), lr=lr, dev_loss="", dev_wer="", utt_per_s="",
-                              elapsed_s=round(time.time() - t_start, 1))
-            with swap_in(raw, ema):
-                row.update(dev_metrics(raw, dev, args, device, amp))
-        if row and is_master():
-            bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                                 if v != ""))
-            with open(log_path, "a") as f:
-                csv.DictWriter(f, row.keys()).writerow(row)
-        elapsed = shared_elapsed(t_start, device)  # rank 0's clock: every rank takes the same decision
-        out_of_time = bool(args.time_limit) and elapsed > 60 * args.time_limit
-        if step % args.ckpt_every == 0 or step == args.steps or out_of_time:
-            save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps or out_of_time,
-                            elapsed_s=elapsed)
-        if out_of_time:
-            log(f"time budget of {args.time_limit} min used at step {step}: the schedule has annealed; done")
-            if is_master():
-                with swap_in(raw, ema):
-                    row = dict(step=step, loss=round(total, 4), lr=lr, utt_per_s="",
-                               elapsed_s=round(time.time() - t_start, 1), **dev_metrics(raw, dev, args, device, amp))
-                log(" | ".join(f"{k} {v}" for k, v in row.items()))
-                with open(log_path, "a") as f:
-                    csv.DictWriter(f, ["step", "loss", "lr", "dev_loss", "dev_wer", "utt_per_s", "elapsed_s"]
-                                   ).writerow(row)
-            break
-    bar.close()
-    if device.startswith("cuda"):
-        log(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB on {torch.cuda.get_device_name()}")
-    if WORLD > 1:
-        dist.barrier()  # the other ranks wait here while rank 0 evaluates and saves; then all leave together
-    return {"step": step, "loss": total}
+    def close(self, device):
+        self.bar.close()
+        if device.startswith("cuda"):
+            log(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB on "
+                f"{torch.cuda.get_device_name()}")
 
 
 class swap_in:

@@ -67,7 +67,7 @@ def test_stage2_trains_exactly_adapter_and_lora(curriculum):
 def test_regulariser_flags_reach_the_model_and_its_config(curriculum):
     args = train.get_args(["--stage", "2", "--init", str(curriculum / "stage1.pt"), "--lora-rank", "0",
                            "--dropout", "0.05", "--time-masks", "2", "--device", "cpu"])
-    model, _ = train.init_model(args, "cpu")
+    model = train.init_model(args, "cpu")
     assert model.cfg.decoder.dropout == 0.05 and model.cfg.adapter.time_masks == 2  # saved with checkpoints
     assert all(blk.drop.p == 0.05 for blk in model.blocks)
 
