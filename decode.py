@@ -454,7 +454,7 @@ def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="defau
         Path(out_csv).with_suffix(".json").write_text(json.dumps(
             {k: dict(corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(r, 2), seconds=round(t, 1))
              for k, (c, m, r, t) in results.items()}, indent=2))
-    print(f"\n{split}: {len(utts)} utterances, {sum(len(a) for a in audios) / 16000 / 60:.1f} min of audio")
+    print(f"\n{split}: {len(utts)} utterances, {sum(len(a) for a in audios) / data.SAMPLE_RATE / 60:.1f} min of audio")
     print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated words %':>17s} {'time s':>8s}")
     for k, (c, m, r, t) in results.items():
         print(f"{k:24s} {c:13.2f} {m:15.2f} {r:17.2f} {t:8.1f}")
@@ -549,7 +549,7 @@ def bench_latency(systems: dict, audios: dict, device, repeats: int) -> list[dic
     """Batch 1, audio in, text out: per length bucket, 5 utterances x `repeats` interleaved runs per system."""
     rows = []
     for lo, hi in [(0, 5), (5, 10), (10, 20), (20, 30)]:
-        ids = [k for k, a in audios.items() if lo <= len(a) / 16000 < hi][:5]
+        ids = [k for k, a in audios.items() if lo <= len(a) / data.SAMPLE_RATE < hi][:5]
         if not ids:
             continue
         pooled = {name: [] for name in systems}
@@ -564,7 +564,7 @@ def bench_latency(systems: dict, audios: dict, device, repeats: int) -> list[dic
 def bench_throughput(systems: dict, batch: list, device, repeats: int) -> dict:
     """RTFx (seconds of audio per second of wall time) for one batch, per system, and each of ours over
     Whisper's, taken repeat by repeat (the two runs of one turn saw the same machine state)."""
-    seconds = sum(len(a) for a in batch) / 16000
+    seconds = sum(len(a) for a in batch) / data.SAMPLE_RATE
     ms = time_interleaved({name: functools.partial(fn, batch) for name, fn in systems.items()}, device, repeats)
     rtfx = {name: [1000 * seconds / t for t in ts] for name, ts in ms.items()}
     ratio = {name: spread([a / b for a, b in zip(r, rtfx["whisper"])]) for name, r in rtfx.items() if name != "whisper"}
