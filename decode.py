@@ -14,17 +14,18 @@ README "Results"). On a GPU the whole loop runs as one CUDA graph (`GraphedPDD`)
 Beyond the paper, the canvas is sized to the audio (`canvas_len`: a 5 s clip gets 48 positions, not 128) and a
 batch is decoded in groups of clips that share a canvas length (`decode_batch`).
 """
+from __future__ import annotations  # type hints may name classes defined further down (GraphedPDD)
+
 import argparse
 import csv
 import functools
 import json
 import math
-import statistics
 import sys
 import time
 from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,56 +179,6 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
     keep = (canvas != tok.eot).float()  # the start token counts, the eot padding does not (paper 3.1)
     scores = (conf * keep).sum(1) / keep.sum(1).clamp_min(1)
     return canvas.view(B, K, -1), scores.view(B, K)
-
-
-class GraphedPDD:
-    """Encoder, K/V and the whole S-step PDD loop as one CUDA graph per input shape (GPU only).
-
-    At batch 1 a decoding step is a few hundred small kernels whose launches, not their arithmetic, set the
-    latency. A CUDA graph records them once and replays them in one launch. Shapes inside a graph are fixed,
-    so the audio context is padded (and masked) to a multiple of `bucket` frames: one graph per batch size,
-    context bucket and canvas length (`canvas_len`), each captured on first use. Same seed, same tokens as
-    `generate` on the padded context. A batch whose clips need different canvases: `decode_batch`."""
-
-    def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):
-        if opts.adaptive:
-            raise ValueError("the adaptive canvas changes shape mid-loop; it cannot run inside a CUDA graph")
-        self.model, self.opts, self.bucket = model, opts, bucket
-        self.graphs = {}  # (B, n_ctx, L) -> (graph, static inputs, static outputs)
-        self.pool = None
-
-    def n_ctx(self, n_frames) -> int:
-        n_audio_ctx = self.model.cfg.encoder.n_audio_ctx
-        return min(n_audio_ctx, self.bucket * math.ceil(int(n_frames.max()) / self.bucket))
-
-    def _body(self, mel, n_frames, noise, n_ctx, L):
-        with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
-            ctx = self.model.audio_context(self.model.embed_audio(mel), n_frames, n_ctx)
-            return generate(self.model, ctx, self.opts, noise, L)
-
-    @torch.no_grad()
-    def __call__(self, mel, n_frames):
-        """mel (B, n_mels, 3000) on the GPU, n_frames (B,) -> tokens (B, K, L), scores (B, K)."""
-        B, n_ctx, L = mel.shape[0], self.n_ctx(n_frames), canvas_len(self.model, n_frames, self.opts)
-        key = (B, n_ctx, L)
-        if key not in self.graphs:  # the seeded noise is the same on every call: drawn once, kept in the graph
-            noise = draw_noise(self.opts, self.model.cfg.decoder.canvas_len, mel.device)
-            static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, autotuning)
-                self._body(static["mel"], static["n_frames"], static["noise"], n_ctx, L)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            self.pool = self.pool or torch.cuda.graph_pool_handle()  # one memory pool shared by all graphs
-            with torch.cuda.graph(graph, pool=self.pool):
-                out = self._body(static["mel"], static["n_frames"], static["noise"], n_ctx, L)
-            self.graphs[key] = (graph, static, out)
-        graph, static, (tokens, scores) = self.graphs[key]
-        static["mel"].copy_(mel)
-        static["n_frames"].copy_(n_frames)
-        graph.replay()
-        return tokens.clone(), scores.clone()
 
 
 def select(tokens, scores, opts: DecodeOptions) -> list[str]:
@@ -384,6 +335,59 @@ def wer(refs: list[str], hyps: list[str]) -> tuple[float, float, list[float]]:
         errors, words = errors + e, words + n
     return 100.0 * errors / max(words, 1), float(np.mean(per)), per
 
+# ----------------------------------------------------------------------------------------------------------
+# Plumbing (not needed to follow PDD): the CUDA-graph capture of the loop, loading a checkpoint, scoring
+# against Whisper, the command line. The benchmark and the decoding ablations live in tools/bench.py.
+
+class GraphedPDD:
+    """Encoder, K/V and the whole S-step PDD loop as one CUDA graph per input shape (GPU only).
+
+    At batch 1 a decoding step is a few hundred small kernels whose launches, not their arithmetic, set the
+    latency. A CUDA graph records them once and replays them in one launch. Shapes inside a graph are fixed,
+    so the audio context is padded (and masked) to a multiple of `bucket` frames: one graph per batch size,
+    context bucket and canvas length (`canvas_len`), each captured on first use. Same seed, same tokens as
+    `generate` on the padded context. A batch whose clips need different canvases: `decode_batch`."""
+
+    def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):
+        if opts.adaptive:
+            raise ValueError("the adaptive canvas changes shape mid-loop; it cannot run inside a CUDA graph")
+        self.model, self.opts, self.bucket = model, opts, bucket
+        self.graphs = {}  # (B, n_ctx, L) -> (graph, static inputs, static outputs)
+        self.pool = None
+
+    def n_ctx(self, n_frames) -> int:
+        n_audio_ctx = self.model.cfg.encoder.n_audio_ctx
+        return min(n_audio_ctx, self.bucket * math.ceil(int(n_frames.max()) / self.bucket))
+
+    def _body(self, mel, n_frames, noise, n_ctx, L):
+        with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
+            ctx = self.model.audio_context(self.model.embed_audio(mel), n_frames, n_ctx)
+            return generate(self.model, ctx, self.opts, noise, L)
+
+    @torch.no_grad()
+    def __call__(self, mel, n_frames):
+        """mel (B, n_mels, 3000) on the GPU, n_frames (B,) -> tokens (B, K, L), scores (B, K)."""
+        B, n_ctx, L = mel.shape[0], self.n_ctx(n_frames), canvas_len(self.model, n_frames, self.opts)
+        key = (B, n_ctx, L)
+        if key not in self.graphs:  # the seeded noise is the same on every call: drawn once, kept in the graph
+            noise = draw_noise(self.opts, self.model.cfg.decoder.canvas_len, mel.device)
+            static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up outside the graph (cuBLAS handles, autotuning)
+                self._body(static["mel"], static["n_frames"], static["noise"], n_ctx, L)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.pool = self.pool or torch.cuda.graph_pool_handle()  # one memory pool shared by all graphs
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self._body(static["mel"], static["n_frames"], static["noise"], n_ctx, L)
+            self.graphs[key] = (graph, static, out)
+        graph, static, (tokens, scores) = self.graphs[key]
+        static["mel"].copy_(mel)
+        static["n_frames"].copy_(n_frames)
+        graph.replay()
+        return tokens.clone(), scores.clone()
+
 
 def load_for_decoding(path, device):
     """A trained checkpoint with its EMA weights (stage 2 keeps them) and LoRA merged into the base weights."""
@@ -469,179 +473,8 @@ def show_pairs(refs, hyps_by: dict, n: int):
         for k, hyps in hyps_by.items():
             print(f"  {k:22s} {hyps[i]}{'' if normalize(hyps[i]) == normalize(refs[i]) else '   (differs)'}")
 
-# ----------------------------------------------------------------------------------------------------------
-# Benchmark (GPU): batch-1 latency per length bucket and batched throughput, ours vs Whisper, same run
 
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_interleaved(fns: dict, device, repeats=10, warmup=2) -> dict[str, list[float]]:
-    """Wall times in ms, `repeats` per function after `warmup` runs each, taken in turns (a, b, c, a, b, c,
-    ...): a drift of the machine (clocks, temperature, a neighbour) hits every system alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(1000 * (time.perf_counter() - t0))
-    return times
-
-
-def spread(xs) -> dict:
-    """Median, quartiles, min and max of a list of numbers (rounded for the tables)."""
-    q1, med, q3 = np.percentile(xs, [25, 50, 75])
-    return dict(median=round(float(med), 2), q1=round(float(q1), 2), q3=round(float(q3), 2),
-                min=round(float(min(xs)), 2), max=round(float(max(xs)), 2))
-
-
-def time_it(fn, device, repeats=10, warmup=3) -> float:
-    """Median wall time of fn() in ms, after warm-up."""
-    return statistics.median(time_interleaved({"fn": fn}, device, repeats, warmup)["fn"])
-
-
-def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_size=64):
-    """Batch-1 latency per length bucket and RTFx at batch 64, ours next to Whisper-tiny.en in one process,
-    each measurement repeated and interleaved with Whisper's (`time_interleaved`); medians and spreads."""
-    import whisper
-    audios = {u.id: data.load_audio(u.audio) for u in utts}
-    wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
-    variants = {"eager": (replace(opts, cuda_graph=False), None)}
-    if use_cuda_graph(device, opts):
-        variants["graph"] = (opts, GraphedPDD(model, opts))
-        if opts.canvas != "full":  # the model's whole canvas, for RTFx only: what the sized canvas saves
-            full = replace(opts, canvas="full")
-            variants["graph, full canvas"] = (full, GraphedPDD(model, full))
-
-    def mels(batch):  # log-mel on the device, inside the timed region for both systems
-        return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
-                            for a in batch])
-
-    def ours(o, graphed):
-        return lambda batch: decode_batch(model, mels(batch), frame_counts(batch), o, graphed)
-
-    systems = {name: ours(*v) for name, v in variants.items()}
-    systems["whisper"] = lambda batch: [r.text for r in whisper.decode(wmodel, mels(batch), wopts)]
-    batch = list(audios.values())[:batch_size]
-    batch = (batch * math.ceil(batch_size / len(batch)))[:batch_size]
-    texts = {name: fn(batch) for name, fn in systems.items()}
-    pairs = [("graph", "eager"), ("graph, full canvas", "graph")]  # same computation; the canvas's effect
-    agree = {f"{a} vs {b}": f"{sum(x == y for x, y in zip(texts[a], texts[b]))}/{len(batch)}"
-             for a, b in pairs if a in texts}
-    card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
-    result = dict(card=card, options=opts.__dict__, output_vocab=len(model.head_ids), repeats=repeats,
-                  latency_batch1=bench_latency({k: f for k, f in systems.items() if "full" not in k}, audios, device,
-                                               repeats),
-                  throughput=bench_throughput(systems, batch, device, repeats), same_transcripts=agree)
-    print_bench(result)
-    if out_json:
-        Path(out_json).write_text(json.dumps(result, indent=2))
-    return result
-
-
-def bench_latency(systems: dict, audios: dict, device, repeats: int) -> list[dict]:
-    """Batch 1, audio in, text out: per length bucket, 5 utterances x `repeats` interleaved runs per system."""
-    rows = []
-    for lo, hi in [(0, 5), (5, 10), (10, 20), (20, 30)]:
-        ids = [k for k, a in audios.items() if lo <= len(a) / data.SAMPLE_RATE < hi][:5]
-        if not ids:
-            continue
-        pooled = {name: [] for name in systems}
-        for i in ids:
-            for name, ms in time_interleaved({n: functools.partial(fn, [audios[i]]) for n, fn in systems.items()},
-                                             device, repeats).items():
-                pooled[name] += ms
-        rows.append(dict(bucket=f"{lo}-{hi} s", n=len(ids), ms={name: spread(ms) for name, ms in pooled.items()}))
-    return rows
-
-
-def bench_throughput(systems: dict, batch: list, device, repeats: int) -> dict:
-    """RTFx (seconds of audio per second of wall time) for one batch, per system, and each of ours over
-    Whisper's, taken repeat by repeat (the two runs of one turn saw the same machine state)."""
-    seconds = sum(len(a) for a in batch) / data.SAMPLE_RATE
-    ms = time_interleaved({name: functools.partial(fn, batch) for name, fn in systems.items()}, device, repeats)
-    rtfx = {name: [1000 * seconds / t for t in ts] for name, ts in ms.items()}
-    ratio = {name: spread([a / b for a, b in zip(r, rtfx["whisper"])]) for name, r in rtfx.items() if name != "whisper"}
-    return dict(batch=len(batch), audio_seconds=round(seconds, 1), rtfx={n: spread(r) for n, r in rtfx.items()},
-                ratio_to_whisper=ratio)
-
-
-def print_bench(r: dict):
-    o = r["options"]
-    print(f"\nbenchmark on {r['card']}: K={o['candidates']} S={o['steps']} canvas={o['canvas']} "
-          f"select={o['select']} output vocabulary {r['output_vocab']}; {r['repeats']} interleaved repeats each")
-    names = list(r["latency_batch1"][0]["ms"]) if r["latency_batch1"] else []
-    print("batch-1 latency, ms: median (IQR)")
-    print(f"{'bucket':10s} {'n':>3s} " + " ".join(f"{n:>22s}" for n in names) + f" {'speed-up':>9s}")
-    ours = "graph" if "graph" in names else "eager"
-    for row in r["latency_batch1"]:
-        m = row["ms"]
-        cells = " ".join(f"{m[n]['median']:8.1f} ({m[n]['q1']:.1f}-{m[n]['q3']:.1f})".rjust(22) for n in names)
-        print(f"{row['bucket']:10s} {row['n']:3d} {cells} {m['whisper']['median'] / m[ours]['median']:9.2f}")
-    if len(r["latency_batch1"]) > 1:  # flat in length? the longest bucket's median over the shortest's
-        first, last = (row["ms"][ours]["median"] for row in (r["latency_batch1"][0], r["latency_batch1"][-1]))
-        print(f"{ours} latency, {r['latency_batch1'][-1]['bucket']} vs {r['latency_batch1'][0]['bucket']}: "
-              f"{100 * (last / first - 1):+.1f} %")
-    t = r["throughput"]
-    print(f"RTFx at batch {t['batch']} ({t['audio_seconds']} s of audio): median [min-max]")
-    for name, s in t["rtfx"].items():
-        vs = t["ratio_to_whisper"].get(name)
-        ratio = f"   {vs['median']:.2f}x Whisper [{vs['min']:.2f}-{vs['max']:.2f}]" if vs else ""
-        print(f"  {name:20s} {s['median']:8.0f} [{s['min']:.0f}-{s['max']:.0f}]{ratio}")
-    print(f"identical transcripts (batch of {t['batch']}): {r['same_transcripts']}")
-
-
-def ablate(model, split, device, size="default", limit=None, latency_utts=8, out_json=None):
-    """One table: WER and batch-1 decoding latency (encoded audio in, text out) for each decoding variant."""
-    utts = data.load_split(split, size)[:limit]
-    audios = [data.load_audio(u.audio) for u in utts]
-    refs = [u.text for u in utts]
-    mel = torch.stack([data.log_mel(a) for a in audios])
-    n_frames = frame_counts(audios)
-    with torch.no_grad(), autocast(device):
-        feats = torch.cat([model.embed_audio(mel[i:i + 32].to(device)) for i in range(0, len(mel), 32)])
-    base = DecodeOptions()
-    variants = [("default", base)] + \
-        [(f"K={k}", replace(base, candidates=k)) for k in (1, 5, 30)] + \
-        [(f"S={s}", replace(base, steps=s)) for s in (2, 8)] + \
-        [("duplicate re-masking", replace(base, dedup=True)),
-         ("S=8 + duplicate re-masking", replace(base, steps=8, dedup=True)),
-         ("low-confidence re-masking", replace(base, remask="confidence")),
-         ("low-confidence, S=8", replace(base, remask="confidence", steps=8)),
-         ("low-confidence, S=8, dedup", replace(base, remask="confidence", steps=8, dedup=True)),
-         ("confidence selection (paper)", replace(base, select="confidence")),
-         ("MBR selection", replace(base, select="mbr")),
-         ("adaptive canvas", replace(base, adaptive=True))]
-    variants = [(name, opts) for name, opts in variants if name == "default" or opts != base]
-    rows = []
-    print(f"\nablation on {split} ({len(utts)} utterances), {torch.cuda.get_device_name() if str(device).startswith('cuda') else 'cpu'}")
-    print(f"{'variant':30s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated %':>11s} {'decode ms':>10s}")
-    for name, opts in variants:
-        hyps = transcribe_features(model, feats, n_frames, opts)
-        c, m, _ = wer(refs, hyps)
-        rep = repeated_word_rate(hyps)
-
-        def one(i):
-            with autocast(device):
-                ctx = model.audio_context(feats[i:i + 1], n_frames[i:i + 1])
-                return generate(model, ctx, opts, length=canvas_len(model, n_frames[i:i + 1], opts))
-        ms = statistics.median(time_it(lambda: one(i), device, 5, 2) for i in range(min(latency_utts, len(utts))))
-        rows.append(dict(variant=name, corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(rep, 2),
-                         decode_ms=round(ms, 2)))
-        print(f"{name:30s} {c:13.2f} {m:15.2f} {rep:11.2f} {ms:10.2f}")
-    if out_json:
-        Path(out_json).write_text(json.dumps(rows, indent=2))
-    return rows
-
-# ----------------------------------------------------------------------------------------------------------
-
-def main(argv=None):
+def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="*", help="audio files to transcribe")
     p.add_argument("--ckpt", default="checkpoints/stage2.pt", help="trained Whisfusion checkpoint")
@@ -674,6 +507,11 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     check_args(p, args)
+    return args
+
+
+def main(argv=None):
+    args = get_args(argv)
     opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
                          adaptive=args.adaptive, dedup=args.dedup, cuda_graph=not args.no_cuda_graph,
                          canvas=args.canvas)
@@ -687,6 +525,8 @@ def main(argv=None):
         if args.eval:
             evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
                      args.baseline, args.size, args.limit, args.show)
+        if args.ablate or args.bench:
+            from tools.bench import ablate, bench
         if args.ablate:
             ablate(model, args.ablate, args.device, args.size, args.limit,
                    out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")
