@@ -641,22 +641,6 @@ def seed_everything(seed):
     np.random.seed(seed)
 
 
-def rng_state():
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(s):
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(("MT19937", np.array(s["numpy"], dtype=np.uint32), 624, 0, 0.0))
-    random.setstate((3, tuple(s["python"]), None))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state(s["cuda"])
-
-
 def stage_path(out_dir, stage):
     return Path(out_dir) / f"stage{stage}.pt"
 
