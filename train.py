@@ -414,18 +414,6 @@ def check_args(p, args):
     if out.exists() and not out.is_dir():
         p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
 
-def check_args(p, args):
-    """What argparse's types cannot see: flags that contradict each other or this machine."""
-    if args.resume and args.overwrite:
-        p.error("--resume and --overwrite contradict each other: --resume continues OUT_DIR/stage{N}.pt, "
-                "--overwrite starts it again; pass one")
-    if args.stage == 0 and args.init:
-        p.error("--init is for stages 1 and 2 (stage 0 starts fresh from --whisper and --preset)")
-    if problem := data.device_problem(args.device):
-        p.error(problem)
-    out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
 
 def corpus_vocab(utts) -> tuple:
     """--vocab-from-corpus: the Whisper ids of the training transcripts, plus sot and eot (sorted)."""
