@@ -39,7 +39,8 @@ import whisfusion as W
 class DecodeOptions:
     candidates: int = 15  # K: independent canvases per utterance, decoded in one batch
     steps: int = 4  # S: forward passes, whatever the transcript length
-    ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s (0.7 past the list)
+    ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s: the paper's schedule, and
+    # 0.7 for any step past it (also the paper's: the lowest mask ratio stage 2 trains on)
     remask: str = "random"  # "random" (paper) or "confidence": re-mask the least confident tokens (LLaDA)
     select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (paper); README compares
     adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
@@ -90,6 +91,8 @@ def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
     else:  # confidence: the ratio*L least confident positions; a little noise lets the K candidates differ
         gumbel = noise.clamp_min(1e-12).log().neg().log().neg()
         odd = torch.arange(N, device=conf.device) % opts.candidates % 2  # every other candidate of an utterance
+        # Gumbel noise at temperature 0.5 on half of the candidates: they re-mask near-ties differently and so
+        # explore, while the other half keeps the purely greedy order (1.0 would reshuffle confident tokens too)
         noisy = conf.clamp_min(1e-9).log() + 0.5 * gumbel * odd[:, None]
         k = max(1, int(round(ratio * (L - 1))))
         masked = torch.zeros(N, L, dtype=torch.bool, device=conf.device)
