@@ -92,7 +92,8 @@ def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
         gumbel = noise.clamp_min(1e-12).log().neg().log().neg()
         odd = torch.arange(N, device=conf.device) % opts.candidates % 2  # every other candidate of an utterance
         # Gumbel noise at temperature 0.5 on half of the candidates: they re-mask near-ties differently and so
-        # explore, while the other half keeps the purely greedy order (1.0 would reshuffle confident tokens too)
+        # explore, while the other half keeps the greedy order. 0.5 (not tuned) keeps the noise small next to the
+        # log-confidence gap between a sure token (log p near 0) and an unsure one, so mostly near-ties move
         noisy = conf.clamp_min(1e-9).log() + 0.5 * gumbel * odd[:, None]
         k = max(1, int(round(ratio * (L - 1))))
         masked = torch.zeros(N, L, dtype=torch.bool, device=conf.device)
