@@ -139,9 +139,9 @@ def init_model(args, device, train_utts=()):
     if args.stage == 0:
         cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
         window = cfg.encoder.n_audio_ctx  # the preset's encoder window (cpu: 4 s); the rest is Whisper's
-        cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(args.whisper))
+        cfg.whisper = args.whisper or cfg.whisper
+        cfg.encoder, whisper_sd = W.whisper_encoder_dims(data.whisper_checkpoint(cfg.whisper))
         cfg.encoder.n_audio_ctx = min(window, cfg.encoder.n_audio_ctx)
-        cfg.whisper = args.whisper
         if args.vocab_from_corpus:
             cfg.decoder.vocab = corpus_vocab(train_utts)
         set_options(cfg, args)
@@ -352,7 +352,8 @@ def get_args(argv=None):
     p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
     p.add_argument("--train-split", default="train", help="split name, LibriSpeech folder or .tsv manifest")
     p.add_argument("--dev-split", default="dev", help="split for the dev loss and dev WER")
-    p.add_argument("--whisper", default="tiny.en", help="Whisper checkpoint for the encoder (tiny.en, base, .pt)")
+    p.add_argument("--whisper", default=None, help="Whisper checkpoint for the encoder (tiny.en, base, .pt); "
+                   "default: the preset's (base for `default`, tiny.en for the CPU presets)")
     p.add_argument("--out-dir", default="checkpoints", help="where stage{N}.pt and logs are written")
     p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
     p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")

@@ -173,3 +173,10 @@ def test_length_bucketed_shards_cover_each_epoch_once_and_pad_less(world):
         return sum(len(b) * int(lengths[b].max()) for b in (shards[0].batch_at(i) for i in range(steps_per_epoch)))
     assert padded(bucketed) < 0.7 * padded(plain)
     assert torch.equal(bucketed[0].batch_at(5), train.Shards(1000, batch, 0, 0, world, lengths).batch_at(5))
+
+
+def test_the_encoder_comes_from_the_preset_unless_whisper_is_given(tmp_path):
+    """`default` (the GPU recipe) reads Whisper-base's encoder, the CPU presets tiny.en's; --whisper overrides."""
+    assert W.PRESETS["default"].whisper == "base" and W.PRESETS["cpu"].whisper == W.PRESETS["tiny"].whisper == "tiny.en"
+    args = train.get_args(["--stage", "0", "--preset", "tiny", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert args.whisper is None and train.init_model(args, "cpu").cfg.whisper == "tiny.en"
