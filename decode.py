@@ -45,7 +45,7 @@ class DecodeOptions:
     select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (paper); README compares
     adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
     dedup: bool = False  # re-mask the less confident of two adjacent identical tokens at every later step
-    margin: int = 8
+    margin: int = 8  # adaptive canvas: positions kept past the longest predicted transcript (a few words of slack)
     seed: int = 0
     cuda_graph: bool = True  # on a GPU, replay encoder + K/V + all S steps as one CUDA graph (not with adaptive)
     canvas: str = "audio"  # "audio": canvas length from the audio's duration (`canvas_len`); "full": canvas_len
@@ -352,7 +352,8 @@ class GraphedPDD:
     context bucket and canvas length (`canvas_len`), each captured on first use. Same seed, same tokens as
     `generate` on the padded context. A batch whose clips need different canvases: `decode_batch`."""
 
-    def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):
+    def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):  # 250 frames = 5 s: 6 graphs
+        # per batch size cover 30 s, and a clip pays for at most 5 s of padding
         if opts.adaptive:
             raise ValueError("the adaptive canvas changes shape mid-loop; it cannot run inside a CUDA graph")
         self.model, self.opts, self.bucket = model, opts, bucket

@@ -507,7 +507,9 @@ class Shards:
     With lengths (the encoder frames of each utterance): each run of `bucket` batches is sorted by length
     before it is cut into batches, and the batches are then shuffled. A batch's features are cut to its longest
     clip, so batches of similar lengths pad less: with 8 % of the clips 20-30 s long, nearly every random batch
-    of 128 holds one and is padded to 30 s (the cross-attention K/V and scores cost ~3x the real frames)."""
+    of 128 holds one and is padded to 30 s (the cross-attention K/V and scores cost ~3x the real frames).
+    bucket=32: runs long enough that most batches hold clips of similar length (32 x 256 utterances span the
+    corpus's length mix), short enough that an epoch still visits the corpus in a random order."""
 
     def __init__(self, n, batch, seed, rank, world, lengths=None, bucket=32):
         self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
