@@ -63,22 +63,12 @@ def read_text(path: Path) -> str:
                          ) from None
 
 
-def atomic_write(path: Path, write):
-    """write(tmp) into a temporary file named after this process, then rename it to path: a crash never leaves a
-    half-written file, and two processes never share a temporary file (whisfusion.atomic_save: torch.save)."""
-    tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+atomic_write = W.atomic_write  # write(tmp), then rename: no half-written file (one helper, in whisfusion.py)
+atomic_save = W.atomic_save  # torch.save, atomically (one name here: tests make the feature cache unwritable)
 
 
 def atomic_write_text(path: Path, text: str):
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-atomic_save = W.atomic_save  # torch.save, atomically (one name here: tests make the feature cache unwritable)
 
 # ----------------------------------------------------------------------------------------------------------
 # Whisper weights: a .pt path as is, or tiny.en/base converted once by tools/weights.py and checked on use

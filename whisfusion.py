@@ -615,17 +615,22 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what to pass instead."""
 
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file named after this process, then rename: a crash never leaves a
+def atomic_write(path, write):
+    """write(tmp) into a temporary file named after this process, then rename it to path: a crash never leaves a
     half-written file, and two runs writing the same path never share a temporary file."""
     import os
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from pathlib import Path
+    tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_save(obj, path):
+    """torch.save, atomically (`atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_checkpoint(path, what="checkpoint") -> dict:
