@@ -42,6 +42,7 @@ SAMPLE_RATE = 16000  # Whisper's rate
 MAX_SECONDS = 30.0  # Whisper's window: one encoder pass sees at most 30 s
 SAMPLES_PER_FRAME = 320  # one encoder output frame: a 10 ms mel hop (160 samples), then a stride-2 convolution
 MAX_FRAMES = int(MAX_SECONDS * SAMPLE_RATE) // SAMPLES_PER_FRAME  # 1500 encoder frames per 30 s window
+FRAMES_PER_SECOND = SAMPLE_RATE / SAMPLES_PER_FRAME  # 50
 
 
 class DataError(RuntimeError):

@@ -67,7 +67,7 @@ def canvas_len(model: W.Whisfusion, n_frames, opts: DecodeOptions) -> int:
     full = model.cfg.decoder.canvas_len
     if opts.canvas == "full":
         return full
-    seconds = int(torch.as_tensor(n_frames).max()) / 50
+    seconds = int(torch.as_tensor(n_frames).max()) / data.FRAMES_PER_SECOND
     need = math.ceil(TOKENS_PER_SECOND * seconds) + 2
     return min(full, CANVAS_BUCKET * math.ceil(need / CANVAS_BUCKET))
 
@@ -281,7 +281,7 @@ def transcribe(model, audios: list[np.ndarray], opts=DecodeOptions(), batch_size
     """Waveforms (16 kHz float32) -> transcripts. Audio longer than the encoder window (30 s; 4 s for the cpu
     preset) is cut into windows of that length, transcribed, and joined in order."""
     device = next(model.parameters()).device
-    window_s = min(data.MAX_SECONDS, model.cfg.encoder.n_audio_ctx * 0.02)  # 50 encoder frames per second
+    window_s = min(data.MAX_SECONDS, model.cfg.encoder.n_audio_ctx / data.FRAMES_PER_SECOND)
     windows, owner = [], []
     for i, a in enumerate(audios):
         n_win = max(1, math.ceil(len(a) / (data.SAMPLE_RATE * window_s)))
