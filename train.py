@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 import data
+import decode
 import whisfusion as W
 
 # ----------------------------------------------------------------------------------------------------------
@@ -72,7 +73,7 @@ def train(args):
         if args.stage == 2 and args.ema else None  # the trainable weights' exponential moving average
     step, elapsed0, ema = restore(resume, optimizer, ema, device, args) if resume else (0, 0.0, ema)
     raw, model = model, wrap_model(model, args, device)  # raw: the model itself; model: compiled and/or DDP
-    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    amp = decode.autocast(device)  # bf16 on a GPU
     book, loss = Logbook(args, step), float("nan")
     t_start = time.time() - elapsed0  # the clock continues on --resume
     model.train()
@@ -93,11 +94,11 @@ def train(args):
         elapsed = shared_elapsed(t_start, device)  # rank 0's clock: every rank takes the same decision
         out_of_time = bool(args.time_limit) and elapsed > 60 * args.time_limit
         final = step == args.steps or out_of_time
-        row = book.step(step, loss, lr, args.batch_size * args.grad_accum * WORLD, raw.cfg.decoder.canvas_len)
+        logged = book.step(step, loss, lr, args.batch_size * args.grad_accum * WORLD, raw.cfg.decoder.canvas_len)
         if is_master() and (step % args.eval_every == 0 or final):
             with swap_in(raw, ema):
-                row.update(dev_metrics(raw, dev, args, device, amp))
-        book.write(row, elapsed)  # the training clock, before this step's dev evaluation
+                logged.update(dev_metrics(raw, dev, args, device, amp))
+        book.write(step, loss, lr, logged, elapsed)  # the training clock, before this step's dev evaluation
         if step % args.ckpt_every == 0 or final:
             save_checkpoint(args, model, optimizer, step, ema, finished=final, elapsed_s=elapsed)
         if out_of_time:
@@ -173,11 +174,11 @@ def set_options(cfg: W.WhisfusionConfig, args, model=None):
     """The flags that shape the model, into its config (saved with every checkpoint) and, for the regularisers,
     into an already-built model: --feature-dropout, --dropout, --time-masks, --audio-layers, --ctc-weight and,
     in stage 2, --lora-rank (alpha = 2 x rank keeps the update's scale alpha / rank at the presets' 2)."""
-    for flag, section, name in (("feature_dropout", cfg.adapter, "feature_dropout"), ("dropout", cfg.decoder, "dropout"),
-                                ("time_masks", cfg.adapter, "time_masks"), ("audio_layers", cfg.adapter, "audio_layers"),
-                                ("ctc_weight", cfg.adapter, "ctc_weight")):
-        if getattr(args, flag) is not None:
-            setattr(section, name, getattr(args, flag))
+    for section, names in ((cfg.adapter, ("feature_dropout", "time_masks", "audio_layers", "ctc_weight")),
+                           (cfg.decoder, ("dropout",))):
+        for name in names:  # each flag is named after its config field
+            if getattr(args, name) is not None:
+                setattr(section, name, getattr(args, name))
     if args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank:
         cfg.lora.rank, cfg.lora.alpha = args.lora_rank, 2.0 * args.lora_rank if args.lora_rank else cfg.lora.alpha
     if model is not None:
@@ -222,7 +223,6 @@ DEV_LOSS_UTTS = 512  # the dev loss on at most this many utterances: a stable nu
 @torch.no_grad()
 def dev_metrics(model, dev, args, device, amp):
     """Dev masked-token loss (fixed masks, t ~ the stage's range) and a quick dev WER through decode.py."""
-    import decode
     model.eval()
     g = torch.Generator(device=device).manual_seed(0)
     lo, hi = STAGE_DEFAULTS[args.stage]["mask"]
@@ -441,7 +441,7 @@ def cache_features(model, utts, device, batch_size=32):
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=workers,
                                          generator=torch.Generator().manual_seed(0))
     feats, frames = [], []
-    amp = torch.autocast("cuda", torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    amp = decode.autocast(device)
     for mel, n_frames, _ in tqdm(loader, desc="encoder features", disable=not is_master()):
         with amp:
             f = model.embed_audio(mel.to(device))  # (B, 1500, d)
@@ -682,11 +682,11 @@ class Logbook:
         self.t_last, self.seen = time.time(), 0
 
     def step(self, step, loss, lr, n_utts, canvas_len) -> dict:
-        """Count the step; -> the start of a log row (with the throughput every --log-every steps)."""
+        """Count the step; -> what this step logs: the throughput every --log-every steps, else nothing."""
         self.seen += n_utts
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-        row = {"step": step, "loss": round(loss, 4), "lr": lr}
+        row = {}
         if step % self.args.log_every == 0 or step == self.args.steps:
             rate = self.seen / (time.time() - self.t_last)
             self.t_last, self.seen = time.time(), 0
@@ -694,10 +694,11 @@ class Logbook:
             log(f"throughput {rate:.0f} utterances/s = {rate * canvas_len:.0f} canvas tokens/s")
         return row
 
-    def write(self, row, elapsed_s):
-        if not is_master() or len(row) == 3:  # nothing beyond step, loss, lr: no row this step
+    def write(self, step, loss, lr, logged, elapsed_s):
+        """One CSV row and console line, when this step logged something (throughput or dev metrics)."""
+        if not is_master() or not logged:
             return
-        row["elapsed_s"] = round(elapsed_s, 1)
+        row = {"step": step, "loss": round(loss, 4), "lr": lr, **logged, "elapsed_s": round(elapsed_s, 1)}
         self.bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         with open(self.path, "a") as f:
             csv.DictWriter(f, self.FIELDS).writerow(row)
