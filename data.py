@@ -28,7 +28,7 @@ import re
 import struct
 import sys
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +335,7 @@ class Utterance:
     text: str
     seconds: float = 0.0
     voice: str = ""
+    speed: float = 1.0  # training only: the audio played this much faster (speed perturbation), text unchanged
 
 
 SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 7 s each on average: default train ~25 h
@@ -462,7 +463,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         self.utts, self.canvas_len, self.skipped = [], canvas_len, {"over_30s": 0, "over_canvas": 0}
         n_text = canvas_len - 2  # the start token and at least one end-of-text
         for u in utts:
-            if train and u.seconds > MAX_SECONDS:
+            if train and u.seconds / u.speed > MAX_SECONDS:
                 self.skipped["over_30s"] += 1
             elif train and len(get_tokenizer().encode(" " + normalize_text(u.text))) > n_text:
                 self.skipped["over_canvas"] += 1
@@ -476,8 +477,22 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         u = self.utts[i]
-        audio = load_audio(u.audio)
+        audio = change_speed(load_audio(u.audio), u.speed)
         return log_mel(audio), n_audio_frames(len(audio)), torch.tensor(make_canvas(u.text, self.canvas_len))
+
+
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Speed perturbation (Kaldi's recipe): resample to SAMPLE_RATE / factor and play it back at SAMPLE_RATE, so
+    the speech runs `factor` times faster, its pitch shifted with it. factor 1: the audio unchanged."""
+    if factor == 1:
+        return audio
+    import soxr
+    return soxr.resample(audio, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
+
+
+def speed_perturbed(utts: list[Utterance], factors) -> list[Utterance]:
+    """utts, then a copy of them at each factor other than 1 (`train.py --speed-perturb 0.9,1.1`: 3x the audio)."""
+    return list(utts) + [replace(u, speed=f) for f in factors if f != 1 for u in utts]
 
 
 def collate(batch):
@@ -508,6 +523,15 @@ positive_float = _number(float, lambda v: v > 0, "a number > 0")
 nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 closed_unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_speed = _number(float, lambda v: 0.5 <= v <= 2, "a speed factor in [0.5, 2]")
+
+
+def speed_factors(text: str) -> tuple[float, ...]:
+    """--speed-perturb: comma-separated speed factors such as 0.9,1.1 (each in [0.5, 2])."""
+    factors = tuple(_speed(f.strip()) for f in text.split(","))
+    if len(set(factors)) < len(factors):
+        raise argparse.ArgumentTypeError(f"'{text}' repeats a factor")
+    return factors
 
 
 def device_problem(device: str) -> str | None:

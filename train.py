@@ -252,7 +252,8 @@ def dev_metrics(model, dev, args, device, amp):
 def stage_batches(args, model, utts, device):
     """(training batches, dev batches): text canvases for stage 0, audio features + canvases for stages 1-2."""
     if args.stage > 0:
-        return (AudioBatches(model, utts["train"], args.train_split, device, cache=not args.no_cache),
+        train_utts = data.speed_perturbed(utts["train"], args.speed_perturb)  # + copies at other speeds (off: none)
+        return (AudioBatches(model, train_utts, args.train_split, device, cache=not args.no_cache),
                 AudioBatches(model, utts["dev"], args.dev_split, device))
     L, vocab = model.cfg.decoder.canvas_len, model.cfg.decoder.vocab
     canvases = text_canvases("train", L, args.size, vocab).to(device)
@@ -315,6 +316,8 @@ class AudioBatches:
         self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
         if len(self.ds) == 0:
             raise SystemExit(f"no usable utterances in '{split}' (all over 30 s or the canvas)")
+        speeds = list(dict.fromkeys(u.speed for u in self.ds.utts))  # one feature cache per speed (--speed-perturb)
+        self.ds.utts = [u for s in speeds for u in self.ds.utts if u.speed == s]
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
         if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
@@ -323,7 +326,9 @@ class AudioBatches:
             self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
         self.model, self.device, self.cached, self.lengths = model, device, cache, None
         if cache:
-            self.flat, self.n_frames = cached_features(model, self.ds.utts, device)  # (frames, d), (N,)
+            parts = [cached_features(model, [u for u in self.ds.utts if u.speed == s], device) for s in speeds]
+            self.flat, self.n_frames = (torch.cat(t) for t in zip(*parts))  # (frames, d), (N,)
+            del parts
             self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
             self.lengths = self.n_frames.cpu()  # for length-bucketed batches (Shards)
 
@@ -387,6 +392,9 @@ def get_args(argv=None):
                    "utterance on the encoder features (stages 1-2; regulariser)")
     p.add_argument("--ctc-weight", type=data.nonneg_float, default=None, help="weight of the auxiliary CTC loss "
                    "on the adapted audio features (stages 1-2; 0 = off, the paper)")
+    p.add_argument("--speed-perturb", type=data.speed_factors, default=(), help="stages 1-2: also train on "
+                   "every training utterance played at these speeds, e.g. 0.9,1.1 (3x the audio in the feature "
+                   "cache; off by default)")
     p.add_argument("--audio-layers", type=data.nonneg_int, default=None, help="trainable transformer layers over "
                    "the audio features before the adapter's K/V (0 = none, the paper)")
     p.add_argument("--vocab-from-corpus", action="store_true", help="stage 0: the decoder reads and writes only "
@@ -457,7 +465,8 @@ def feature_key(model, utts) -> str:
     h = hashlib.sha256()
     for u in utts:
         st = os.stat(u.audio)
-        h.update(f"{u.audio}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        speed = f"\0{u.speed}" if u.speed != 1 else ""  # the files' own audio keeps its key
+        h.update(f"{u.audio}\0{st.st_size}\0{st.st_mtime_ns}{speed}\n".encode())
     for name, t in sorted(model.encoder.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())

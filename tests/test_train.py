@@ -180,3 +180,33 @@ def test_the_encoder_comes_from_the_preset_unless_whisper_is_given(tmp_path):
     assert W.PRESETS["default"].whisper == "base" and W.PRESETS["cpu"].whisper == W.PRESETS["tiny"].whisper == "tiny.en"
     args = train.get_args(["--stage", "0", "--preset", "tiny", "--device", "cpu", "--out-dir", str(tmp_path)])
     assert args.whisper is None and train.init_model(args, "cpu").cfg.whisper == "tiny.en"
+
+
+def test_speed_perturbation_adds_faster_and_slower_copies_with_the_same_text(tmp_path, curriculum, real_manifest,
+                                                                           monkeypatch):
+    """--speed-perturb 0.9,1.1: every training utterance also at 0.9x and 1.1x speed (Kaldi's recipe): the same
+    canvas, 1/0.9 and 1/1.1 of the encoder frames, the pitch moved with the speed; one feature cache per speed,
+    and the files' own audio keeps the cache it had."""
+    import numpy as np
+    import data
+    sr = data.SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 400 * np.arange(sr) / sr).astype(np.float32)
+    fast = data.change_speed(tone, 1.25)
+    assert abs(len(fast) - sr / 1.25) <= 2 and data.change_speed(tone, 1) is tone
+    assert abs(np.fft.rfft(fast).__abs__().argmax() * sr / len(fast) - 500) < 5  # 400 Hz played 1.25x faster
+
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)  # the feature caches of this test only
+    model = W.load_model(curriculum / "stage0.pt", "cpu")[0]
+    utts = data.load_split(str(real_manifest))
+    batches = train.AudioBatches(model, data.speed_perturbed(utts, (0.9, 1.1)), "train", "cpu")
+    n = len(utts)
+    assert len(batches) == 3 * n and [u.speed for u in batches.ds.utts] == [1.0] * n + [0.9] * n + [1.1] * n
+    assert torch.equal(batches.canvas[:n], batches.canvas[n:2 * n]) and torch.equal(batches.canvas[:n], batches.canvas[2 * n:])
+    frames = batches.n_frames.float()
+    torch.testing.assert_close(frames[n:2 * n], frames[:n] / 0.9, atol=2, rtol=0)
+    torch.testing.assert_close(frames[2 * n:], frames[:n] / 1.1, atol=2, rtol=0)
+    assert len(list((tmp_path / "features").glob("*.pt"))) == 3
+    assert train.feature_key(model, utts) == train.feature_key(model, data.speed_perturbed(utts, (1.0,)))
+    assert train.feature_key(model, utts) != train.feature_key(model, data.speed_perturbed(utts, (0.9,))[n:])
+    with pytest.raises(SystemExit):  # a bad factor is refused by the command line, naming the flag
+        train.get_args(["--stage", "1", "--speed-perturb", "0.9,3"])
