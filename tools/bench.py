@@ -62,7 +62,7 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
     variants = {"eager": (replace(opts, cuda_graph=False), None)}
     if use_cuda_graph(device, opts):
         variants["graph"] = (opts, GraphedPDD(model, opts))
-        if opts.canvas != "full":  # the model's whole canvas, for RTFx only: what the sized canvas saves
+        if opts.canvas != "full":  # the model's whole canvas: what the sized canvas saves, and how flat it is
             full = replace(opts, canvas="full")
             variants["graph, full canvas"] = (full, GraphedPDD(model, full))
 
@@ -83,8 +83,7 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
              for a, b in pairs if a in texts}
     card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
     result = dict(card=card, options=opts.__dict__, output_vocab=len(model.head_ids), repeats=repeats,
-                  latency_batch1=bench_latency({k: f for k, f in systems.items() if "full" not in k}, audios, device,
-                                               repeats),
+                  latency_batch1=bench_latency(systems, audios, device, repeats),
                   throughput=bench_throughput(systems, batch, device, repeats), same_transcripts=agree)
     print_bench(result)
     if out_json:
@@ -131,10 +130,10 @@ def print_bench(r: dict):
         m = row["ms"]
         cells = " ".join(f"{m[n]['median']:8.1f} ({m[n]['q1']:.1f}-{m[n]['q3']:.1f})".rjust(22) for n in names)
         print(f"{row['bucket']:10s} {row['n']:3d} {cells} {m['whisper']['median'] / m[ours]['median']:9.2f}")
-    if len(r["latency_batch1"]) > 1:  # flat in length? the longest bucket's median over the shortest's
-        first, last = (row["ms"][ours]["median"] for row in (r["latency_batch1"][0], r["latency_batch1"][-1]))
-        print(f"{ours} latency, {r['latency_batch1'][-1]['bucket']} vs {r['latency_batch1'][0]['bucket']}: "
-              f"{100 * (last / first - 1):+.1f} %")
+    for name in [n for n in names if n != "whisper"] if len(r["latency_batch1"]) > 1 else []:
+        first, last = (row["ms"][name]["median"] for row in (r["latency_batch1"][0], r["latency_batch1"][-1]))
+        print(f"{name} latency, {r['latency_batch1'][-1]['bucket']} vs {r['latency_batch1'][0]['bucket']}: "
+              f"{100 * (last / first - 1):+.1f} %  (flat in length?)")
     t = r["throughput"]
     print(f"RTFx at batch {t['batch']} ({t['audio_seconds']} s of audio): median [min-max]")
     for name, s in t["rtfx"].items():
