@@ -491,7 +491,8 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 
 def speed_perturbed(utts: list[Utterance], factors) -> list[Utterance]:
-    """utts, then a copy of them at each factor other than 1 (`train.py --speed-perturb 0.9,1.1`: 3x the audio)."""
+    """utts, then a copy of them at each factor other than 1 (`train.py --speed-perturb 0.9,1.1`: 3x the audio).
+    Training leaves out a copy slowed past 30 s where the manifest gives the duration (TinySpeech's does)."""
     return list(utts) + [replace(u, speed=f) for f in factors if f != 1 for u in utts]
 
 

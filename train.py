@@ -316,7 +316,9 @@ class AudioBatches:
         self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
         if len(self.ds) == 0:
             raise SystemExit(f"no usable utterances in '{split}' (all over 30 s or the canvas)")
-        speeds = list(dict.fromkeys(u.speed for u in self.ds.utts))  # one feature cache per speed (--speed-perturb)
+        # --speed-perturb: one feature cache per speed, so the utterances are kept grouped by speed (the order
+        # data.speed_perturbed makes; Shards shuffles them anyway)
+        speeds = list(dict.fromkeys(u.speed for u in self.ds.utts))
         self.ds.utts = [u for s in speeds for u in self.ds.utts if u.speed == s]
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
@@ -327,8 +329,8 @@ class AudioBatches:
         self.model, self.device, self.cached, self.lengths = model, device, cache, None
         if cache:
             parts = [cached_features(model, [u for u in self.ds.utts if u.speed == s], device) for s in speeds]
-            self.flat, self.n_frames = (torch.cat(t) for t in zip(*parts))  # (frames, d), (N,)
-            del parts
+            self.flat, self.n_frames = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
+            del parts  # (frames, d) and (N,): no second copy of the features stays on the device
             self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
             self.lengths = self.n_frames.cpu()  # for length-bucketed batches (Shards)
 
@@ -420,6 +422,8 @@ def check_args(p, args):
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite contradict each other: --resume continues OUT_DIR/stage{N}.pt, "
                 "--overwrite starts it again; pass one")
+    if args.stage == 0 and args.speed_perturb:
+        p.error("--speed-perturb is for stages 1 and 2 (stage 0 trains on text only)")
     if args.stage == 0 and args.init:
         p.error("--init is for stages 1 and 2 (stage 0 starts fresh from --whisper and --preset)")
     if problem := data.device_problem(args.device):

@@ -183,7 +183,7 @@ def test_the_encoder_comes_from_the_preset_unless_whisper_is_given(tmp_path):
 
 
 def test_speed_perturbation_adds_faster_and_slower_copies_with_the_same_text(tmp_path, curriculum, real_manifest,
-                                                                           monkeypatch):
+                                                                           monkeypatch, capsys):
     """--speed-perturb 0.9,1.1: every training utterance also at 0.9x and 1.1x speed (Kaldi's recipe): the same
     canvas, 1/0.9 and 1/1.1 of the encoder frames, the pitch moved with the speed; one feature cache per speed,
     and the files' own audio keeps the cache it had."""
@@ -193,7 +193,7 @@ def test_speed_perturbation_adds_faster_and_slower_copies_with_the_same_text(tmp
     tone = np.sin(2 * np.pi * 400 * np.arange(sr) / sr).astype(np.float32)
     fast = data.change_speed(tone, 1.25)
     assert abs(len(fast) - sr / 1.25) <= 2 and data.change_speed(tone, 1) is tone
-    assert abs(np.fft.rfft(fast).__abs__().argmax() * sr / len(fast) - 500) < 5  # 400 Hz played 1.25x faster
+    assert abs(np.abs(np.fft.rfft(fast)).argmax() * sr / len(fast) - 500) < 5  # 400 Hz played 1.25x faster
 
     monkeypatch.setattr(data, "DATA_DIR", tmp_path)  # the feature caches of this test only
     model = W.load_model(curriculum / "stage0.pt", "cpu")[0]
@@ -208,5 +208,8 @@ def test_speed_perturbation_adds_faster_and_slower_copies_with_the_same_text(tmp
     assert len(list((tmp_path / "features").glob("*.pt"))) == 3
     assert train.feature_key(model, utts) == train.feature_key(model, data.speed_perturbed(utts, (1.0,)))
     assert train.feature_key(model, utts) != train.feature_key(model, data.speed_perturbed(utts, (0.9,))[n:])
-    with pytest.raises(SystemExit):  # a bad factor is refused by the command line, naming the flag
-        train.get_args(["--stage", "1", "--speed-perturb", "0.9,3"])
+    for bad, says in ((["--stage", "1", "--speed-perturb", "0.9,3"], "argument --speed-perturb: 3 is not a speed"),
+                      (["--stage", "0", "--speed-perturb", "0.9"], "--speed-perturb is for stages 1 and 2")):
+        with pytest.raises(SystemExit):  # refused by the command line, naming the flag
+            train.get_args(bad)
+        assert says in capsys.readouterr().err

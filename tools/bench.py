@@ -130,10 +130,11 @@ def print_bench(r: dict):
         m = row["ms"]
         cells = " ".join(f"{m[n]['median']:8.1f} ({m[n]['q1']:.1f}-{m[n]['q3']:.1f})".rjust(22) for n in names)
         print(f"{row['bucket']:10s} {row['n']:3d} {cells} {m['whisper']['median'] / m[ours]['median']:9.2f}")
-    for name in [n for n in names if n != "whisper"] if len(r["latency_batch1"]) > 1 else []:
-        first, last = (row["ms"][name]["median"] for row in (r["latency_batch1"][0], r["latency_batch1"][-1]))
-        print(f"{name} latency, {r['latency_batch1'][-1]['bucket']} vs {r['latency_batch1'][0]['bucket']}: "
-              f"{100 * (last / first - 1):+.1f} %  (flat in length?)")
+    if len(r["latency_batch1"]) > 1:  # flat in length? each of ours: the longest bucket's median over the shortest's
+        for name in [n for n in names if n != "whisper"]:
+            first, last = (row["ms"][name]["median"] for row in (r["latency_batch1"][0], r["latency_batch1"][-1]))
+            print(f"{name} latency, {r['latency_batch1'][-1]['bucket']} vs {r['latency_batch1'][0]['bucket']}: "
+                  f"{100 * (last / first - 1):+.1f} %")
     t = r["throughput"]
     print(f"RTFx at batch {t['batch']} ({t['audio_seconds']} s of audio): median [min-max]")
     for name, s in t["rtfx"].items():
