@@ -395,8 +395,8 @@ def get_args(argv=None):
     p.add_argument("--ctc-weight", type=data.nonneg_float, default=None, help="weight of the auxiliary CTC loss "
                    "on the adapted audio features (stages 1-2; 0 = off, the paper)")
     p.add_argument("--speed-perturb", type=data.speed_factors, default=(), help="stages 1-2: also train on "
-                   "every training utterance played at these speeds, e.g. 0.9,1.1 (3x the audio in the feature "
-                   "cache; off by default)")
+                   "every training utterance played at these speeds, e.g. 0.9,1.1 (then 3x the audio in the "
+                   "feature cache; off by default)")
     p.add_argument("--audio-layers", type=data.nonneg_int, default=None, help="trainable transformer layers over "
                    "the audio features before the adapter's K/V (0 = none, the paper)")
     p.add_argument("--vocab-from-corpus", action="store_true", help="stage 0: the decoder reads and writes only "
@@ -464,8 +464,9 @@ def cache_features(model, utts, device, batch_size=32):
 
 
 def feature_key(model, utts) -> str:
-    """The feature cache's name: every audio file's path, size and modification time, and the encoder's
-    weights, so replaced audio or another encoder never reuses stale features."""
+    """The feature cache's name: every audio file's path, size and modification time (and speed, for a
+    --speed-perturb copy), and the encoder's weights, so replaced audio or another encoder never reuses stale
+    features."""
     h = hashlib.sha256()
     for u in utts:
         st = os.stat(u.audio)
