@@ -14,6 +14,7 @@ starts from (`init_model`), the learning-rate schedule, then the data each stage
 """
 import argparse
 import csv
+import gc
 import hashlib
 import json
 import math
@@ -764,6 +765,9 @@ def main(argv=None):
                          ) from None
     finally:
         if dist.is_available() and dist.is_initialized():
+            # the DDP wrapper sits in a reference cycle, so it outlives train(): free it (its gradient reducer
+            # holds the process group) now, not while the interpreter shuts down, where gloo can abort the process
+            gc.collect()
             dist.destroy_process_group()
 
 
