@@ -663,8 +663,20 @@ def load_resume(args, device):
     return W.load_model(stage_path(args.out_dir, args.stage), device)
 
 
+RESUME_FLAGS = ("batch_size", "grad_accum", "steps", "time_limit", "lr", "warmup", "min_lr_ratio", "seed", "size",
+                "train_split", "speed_perturb")  # what decides a run's data order and schedule
+
+
 def restore(ckpt, optimizer, ema, device, args):
-    """Where an interrupted stage stopped: optimizer state and RNG restored; returns step, seconds spent, EMA."""
+    """Where an interrupted stage stopped: optimizer state and RNG restored; returns step, seconds spent, EMA.
+    Flags that decide the data order or the schedule and differ from the interrupted run's get a warning."""
+    before = ckpt.get("args") or {}
+    plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731 (a checkpoint may hold a list)
+    changed = [f"--{k.replace('_', '-')} {before[k]} -> {getattr(args, k)}" for k in RESUME_FLAGS
+               if k in before and plain(before[k]) != plain(getattr(args, k))]
+    if changed:
+        data.warn(f"--resume with other flags than the interrupted run ({', '.join(changed)}): it goes on with "
+                  f"the new ones, so it will not end where the uninterrupted run would")
     optimizer.load_state_dict(ckpt["optimizer"])
     step, elapsed = ckpt["step"], ckpt.get("elapsed_s", 0.0)
     ema = {k: v.to(device) for k, v in ckpt["ema"].items()} if ckpt.get("ema") else ema
