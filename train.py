@@ -16,6 +16,7 @@ import argparse
 import csv
 import gc
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -231,10 +232,8 @@ def dev_metrics(model, dev, args, device, amp):
     for i in range(0, min(len(dev), DEV_LOSS_UTTS), args.batch_size):
         idx = torch.arange(i, min(i + args.batch_size, len(dev), DEV_LOSS_UTTS), device=device)
         feats, n, x0 = dev.get(idx)
-        t = (lo + (hi - lo) * torch.rand(len(idx), generator=g, device=device)).clamp(1e-3, 1)
-        masked = torch.rand(x0.shape, generator=g, device=device) < t[:, None]
-        masked[:, 0] = False
-        xt = torch.where(masked, model.cfg.decoder.mask_id, x0)
+        t = W.sample_mask_ratio(len(idx), lo, hi, device=device, generator=g)
+        xt, masked = W.forward_process(x0, t, model.cfg.decoder.mask_id, generator=g)  # the same masks every time
         with amp:
             logits = model(xt, None if feats is None else model.audio_context(feats, n))
         losses.append(W.masked_token_loss(logits, model.rows(x0, strict=False), masked).item())
@@ -317,10 +316,6 @@ class AudioBatches:
         self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
         if len(self.ds) == 0:
             raise SystemExit(f"no usable utterances in '{split}' (all over 30 s or the canvas)")
-        # --speed-perturb: one feature cache per speed, so the utterances are kept grouped by speed (the order
-        # data.speed_perturbed makes; Shards shuffles them anyway)
-        speeds = list(dict.fromkeys(u.speed for u in self.ds.utts))
-        self.ds.utts = [u for s in speeds for u in self.ds.utts if u.speed == s]
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
         if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
@@ -329,9 +324,7 @@ class AudioBatches:
             self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
         self.model, self.device, self.cached, self.lengths = model, device, cache, None
         if cache:
-            parts = [cached_features(model, [u for u in self.ds.utts if u.speed == s], device) for s in speeds]
-            self.flat, self.n_frames = parts[0] if len(parts) == 1 else (torch.cat(t) for t in zip(*parts))
-            del parts  # (frames, d) and (N,): no second copy of the features stays on the device
+            self.flat, self.n_frames = cached_features(model, self.ds.utts, device)  # (frames, d), (N,)
             self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
             self.lengths = self.n_frames.cpu()  # for length-bucketed batches (Shards)
 
@@ -480,7 +473,12 @@ def feature_key(model, utts) -> str:
 
 
 def cached_features(model, utts, device):
-    """The encoder features of utts: loaded from data/features/<key>.pt, or computed and saved there."""
+    """The encoder features of utts: loaded from data/features/<key>.pt, or computed and saved there. A run of
+    utterances at another speed (--speed-perturb copies, which data.speed_perturbed puts after the originals)
+    gets a file of its own, so the originals keep their cache and each speed's can be built on its own."""
+    runs = [list(run) for _, run in itertools.groupby(utts, key=lambda u: u.speed)]
+    if len(runs) > 1:
+        return tuple(torch.cat(t) for t in zip(*(cached_features(model, run, device) for run in runs)))
     t0 = time.time()
     path = data.DATA_DIR / "features" / f"{feature_key(model, utts)}.pt"
     loaded = load_features(path, len(utts), device)

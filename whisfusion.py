@@ -512,17 +512,18 @@ def trainable_state_dict(model) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # The masked diffusion objective (SMDM / MDLM; paper 2.2-2.3)
 
-def sample_mask_ratio(batch: int, low: float = 0.0, high: float = 1.0, eps: float = 1e-3, device=None):
+def sample_mask_ratio(batch: int, low: float = 0.0, high: float = 1.0, eps: float = 1e-3, device=None,
+                      generator=None):
     """t per sequence, uniform in [low, high], kept in [eps, 1] so that 1/t stays finite."""
-    t = low + (high - low) * torch.rand(batch, device=device)
+    t = low + (high - low) * torch.rand(batch, device=device, generator=generator)
     return t.clamp(eps, 1.0)
 
 
-def forward_process(x0, t, mask_id: int):
+def forward_process(x0, t, mask_id: int, generator=None):
     """Corrupt clean canvases x0 (B, L): each position except the start one becomes [MASK] with probability t.
 
     Returns x_t (B, L) and masked (B, L) bool."""
-    masked = torch.rand(x0.shape, device=x0.device) < t[:, None]
+    masked = torch.rand(x0.shape, device=x0.device, generator=generator) < t[:, None]
     masked[:, 0] = False  # the start token is given, never predicted
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
