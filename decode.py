@@ -537,8 +537,12 @@ def main(argv=None):
                    out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")
         if args.bench:
             wmodel = data.load_whisper("tiny.en", args.device)
+            try:  # + a row with the output layer cut to the training text's tokens (as --output-vocab train)
+                vocab = None if args.output_vocab else split_token_ids("train", args.size)
+            except FileNotFoundError:  # no training split here (e.g. only LibriSpeech's test-clean): no such row
+                vocab = None
             bench(model, wmodel, data.load_split(args.bench_split, args.size)[:args.limit], opts, args.device,
-                  Path(args.out) / "bench.json", args.repeats, args.bench_batch)
+                  Path(args.out) / "bench.json", args.repeats, args.bench_batch, vocab)
     except (data.AudioError, FileNotFoundError, ValueError, data.DataError) as e:
         raise SystemExit(f"error: {e}") from None
     except OSError as e:  # a read-only --out folder, a file where a folder should be, a full disk

@@ -294,3 +294,20 @@ def test_a_restricted_output_layer_gives_the_full_heads_logits_over_its_ids(tiny
     assert torch.equal(small.head_ids[cut.argmax(-1)][kept], best[kept])
     tokens, _ = decode.generate(small, ctx, decode.DecodeOptions(candidates=2, steps=2))
     assert torch.isin(tokens, torch.tensor(ids)).all()
+
+
+def test_bench_times_the_restricted_output_layer_on_a_copy(tiny_model, real_manifest, tmp_path):
+    """`decode.py --bench` adds a row with the output layer cut to the training text's ids: it decodes with a
+    restricted copy, so the full model it is compared with keeps its 51,864-way head."""
+    from tools.bench import bench
+    tok = data.get_tokenizer()
+    utts = data.load_split(str(real_manifest))[:2]
+    ids = {i for u in utts for i in tok.encode(" " + data.normalize_text(u.text))}
+    n_out = len(ids | {tok.sot, tok.eot})
+    r = bench(tiny_model, data.load_whisper("tiny.en", "cpu"), utts, decode.DecodeOptions(candidates=2, steps=2),
+              "cpu", tmp_path / "bench.json", repeats=1, batch_size=2, vocab_ids=ids)
+    name = f"eager, {n_out}-token output"
+    assert len(tiny_model.head_ids) == tiny_model.cfg.decoder.vocab_size  # the compared model is untouched
+    assert set(r["throughput"]["ratio_to_whisper"]) == {"eager", name}
+    assert all(name in row["ms"] for row in r["latency_batch1"])
+    assert f"{name} vs eager" in r["same_transcripts"] and (tmp_path / "bench.json").is_file()

@@ -3,6 +3,7 @@ The speed benchmark and the decoding ablations (`python decode.py --bench` / `--
 batch-1 latency per length bucket and batched throughput next to Whisper-tiny.en, each measurement repeated and
 interleaved with Whisper's; WER, repeated words and latency for each decoding variant.
 """
+import copy
 import functools
 import json
 import math
@@ -16,7 +17,7 @@ import torch
 
 import data
 from decode import (DecodeOptions, GraphedPDD, autocast, canvas_len, decode_batch, frame_counts, generate,
-                    repeated_word_rate, transcribe_features, use_cuda_graph, wer)
+                    repeated_word_rate, restrict_output, transcribe_features, use_cuda_graph, wer)
 
 
 def _sync(device):
@@ -53,32 +54,39 @@ def time_it(fn, device, repeats=10, warmup=3) -> float:
     return statistics.median(time_interleaved({"fn": fn}, device, repeats, warmup)["fn"])
 
 
-def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_size=64):
+def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_size=64, vocab_ids=None):
     """Batch-1 latency per length bucket and RTFx at batch 64, ours next to Whisper-tiny.en in one process,
-    each measurement repeated and interleaved with Whisper's (`time_interleaved`); medians and spreads."""
+    each measurement repeated and interleaved with Whisper's (`time_interleaved`); medians and spreads.
+    `vocab_ids` (the training text's Whisper ids) adds our default path with the output layer cut to them."""
     import whisper
     audios = {u.id: data.load_audio(u.audio) for u in utts}
     wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
-    variants = {"eager": (replace(opts, cuda_graph=False), None)}
-    if use_cuda_graph(device, opts):
-        variants["graph"] = (opts, GraphedPDD(model, opts))
+    graph = use_cuda_graph(device, opts)
+    variants = {"eager": (model, replace(opts, cuda_graph=False), None)}  # name: (model, options, CUDA graph)
+    if graph:
+        variants["graph"] = (model, opts, GraphedPDD(model, opts))
         if opts.canvas != "full":  # the model's whole canvas: what the sized canvas saves, and how flat it is
             full = replace(opts, canvas="full")
-            variants["graph, full canvas"] = (full, GraphedPDD(model, full))
+            variants["graph, full canvas"] = (model, full, GraphedPDD(model, full))
+    if vocab_ids is not None:  # --output-vocab train: the 51,864-way projection and fill cut to the text's ids
+        small = restrict_output(copy.deepcopy(model), vocab_ids)
+        name = f"{'graph' if graph else 'eager'}, {len(small.head_ids)}-token output"
+        variants[name] = (small, opts, GraphedPDD(small, opts) if graph else None)
 
     def mels(batch):  # log-mel on the device, inside the timed region for both systems
         return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
                             for a in batch])
 
-    def ours(o, graphed):
-        return lambda batch: decode_batch(model, mels(batch), frame_counts(batch), o, graphed)
+    def ours(m, o, graphed):
+        return lambda batch: decode_batch(m, mels(batch), frame_counts(batch), o, graphed)
 
     systems = {name: ours(*v) for name, v in variants.items()}
     systems["whisper"] = lambda batch: [r.text for r in whisper.decode(wmodel, mels(batch), wopts)]
     batch = list(audios.values())[:batch_size]
     batch = (batch * math.ceil(batch_size / len(batch)))[:batch_size]
     texts = {name: fn(batch) for name, fn in systems.items()}
-    pairs = [("graph", "eager"), ("graph, full canvas", "graph")]  # same computation; the canvas's effect
+    default = "graph" if graph else "eager"  # each variant against the path it changes
+    pairs = [("graph", "eager"), ("graph, full canvas", "graph")] + [(n, default) for n in variants if "output" in n]
     agree = {f"{a} vs {b}": f"{sum(x == y for x, y in zip(texts[a], texts[b]))}/{len(batch)}"
              for a, b in pairs if a in texts}
     card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
