@@ -631,7 +631,8 @@ def load_utterances(args) -> dict:
 def log_parameters(model, stage):
     counts = W.param_counts(model)
     log(f"stage {stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
-        f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}")
+        f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}"
+        + (f" | {WORLD} processes (torchrun), each with its own batch" if WORLD > 1 else ""))
 
 
 def wrap_model(model, args, device):

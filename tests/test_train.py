@@ -107,6 +107,7 @@ def test_two_process_gloo_ddp(tmp_path, curriculum, real_manifest):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "| 2 processes (torchrun)" in res.stdout  # the run says it is one of several processes
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["stage1.pt"]
     assert torch.load(tmp_path / "stage1.pt", weights_only=True)["step"] == 4
 
