@@ -539,7 +539,8 @@ def main(argv=None):
             wmodel = data.load_whisper("tiny.en", args.device)
             try:  # + a row with the output layer cut to the training text's tokens (as --output-vocab train)
                 vocab = None if args.output_vocab else split_token_ids("train", args.size)
-            except FileNotFoundError:  # no training split here (e.g. only LibriSpeech's test-clean): no such row
+            except (FileNotFoundError, data.DataError) as e:  # no usable training split here: no such row
+                print(f"no restricted-output row in the benchmark: {e}")
                 vocab = None
             bench(model, wmodel, data.load_split(args.bench_split, args.size)[:args.limit], opts, args.device,
                   Path(args.out) / "bench.json", args.repeats, args.bench_batch, vocab)
