@@ -165,6 +165,7 @@ def ablate(model, split, device, size="default", limit=None, latency_utts=8, out
     variants = [("default", base)] + \
         [(f"K={k}", replace(base, candidates=k)) for k in (1, 5, 30)] + \
         [(f"S={s}", replace(base, steps=s)) for s in (2, 8)] + \
+        [("K=5, S=8", replace(base, candidates=5, steps=8))] + \
         [("duplicate re-masking", replace(base, dedup=True)),
          ("S=8 + duplicate re-masking", replace(base, steps=8, dedup=True)),
          ("low-confidence re-masking", replace(base, remask="confidence")),
