@@ -48,7 +48,8 @@ VOCAB   ?= --vocab-from-corpus
 S0      ?= 1300
 S1      ?= 1900
 S2      ?= 1100
-M0      ?= 0  # wall-clock budgets in minutes (0 = off), for the time-budgeted lines above
+# wall-clock budgets in minutes (0 = off), for the time-budgeted lines above
+M0      ?= 0
 M1      ?= 0
 M2      ?= 0
 LR0     ?= 1e-3

@@ -86,7 +86,6 @@ def test_time_limited_resume_matches_uninterrupted(tmp_path, real_manifest, init
     assert rows[-1]["step"] == "7" and float(rows[-1]["lr"]) == lr[1]
 
 
-
 def test_resume_with_other_flags_warns(tmp_path, real_manifest, init_ckpt, features_dir, capsys):
     """A resumed run with another batch size or step count goes on, but says it will not end where the
     uninterrupted run would; the same flags say nothing."""

@@ -63,6 +63,7 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
     wopts = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=str(device).startswith("cuda"))
     graph = use_cuda_graph(device, opts)
     variants = {"eager": (model, replace(opts, cuda_graph=False), None)}  # name: (model, options, CUDA graph)
+    pairs = [("graph", "eager"), ("graph, full canvas", "graph")]  # same computation; the canvas's effect
     if graph:
         variants["graph"] = (model, opts, GraphedPDD(model, opts))
         if opts.canvas != "full":  # the model's whole canvas: what the sized canvas saves, and how flat it is
@@ -70,8 +71,10 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
             variants["graph, full canvas"] = (model, full, GraphedPDD(model, full))
     if vocab_ids is not None:  # --output-vocab train: the 51,864-way projection and fill cut to the text's ids
         small = restrict_output(copy.deepcopy(model), vocab_ids)
-        name = f"{'graph' if graph else 'eager'}, {len(small.head_ids)}-token output"
+        default = "graph" if graph else "eager"
+        name = f"{default}, {len(small.head_ids)}-token output"
         variants[name] = (small, opts, GraphedPDD(small, opts) if graph else None)
+        pairs.append((name, default))  # against the path it changes
 
     def mels(batch):  # log-mel on the device, inside the timed region for both systems
         return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
@@ -85,8 +88,6 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
     batch = list(audios.values())[:batch_size]
     batch = (batch * math.ceil(batch_size / len(batch)))[:batch_size]
     texts = {name: fn(batch) for name, fn in systems.items()}
-    default = "graph" if graph else "eager"  # each variant against the path it changes
-    pairs = [("graph", "eager"), ("graph, full canvas", "graph")] + [(n, default) for n in variants if "output" in n]
     agree = {f"{a} vs {b}": f"{sum(x == y for x, y in zip(texts[a], texts[b]))}/{len(batch)}"
              for a, b in pairs if a in texts}
     card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
