@@ -132,7 +132,8 @@ def reference_pdd(model, ctx, opts, noise):
 
 def test_step0_runs_once_per_utterance_and_changes_nothing(tiny_model, ctx):
     """Step 0 re-masks everything, so its K inputs are identical: generate() runs it on one row per utterance,
-    and must give exactly what K full rows give."""
+    and must give exactly what K full rows give. (The reference also takes the softmax at every step, where
+    generate() takes only the argmax before the last: same tokens, same scores.)"""
     opts = decode.DecodeOptions(candidates=5, steps=4, seed=3)
     noise = decode.draw_noise(opts, tiny_model.cfg.decoder.canvas_len, "cpu")
     rows = []
@@ -152,6 +153,8 @@ def test_greedy_fill_is_the_softmax_max():
     ref_conf, ref_pred = logits.float().softmax(-1).max(-1)
     conf, pred = decode.greedy_fill(logits)
     assert torch.equal(pred, ref_pred) and torch.allclose(conf, ref_conf, rtol=1e-5)
+    none, tokens = decode.greedy_fill(logits, confidence=False)  # the steps whose confidence nothing reads
+    assert none is None and torch.equal(tokens, ref_pred)
 
 
 def test_mbr_risk_matches_the_written_out_edit_distance():

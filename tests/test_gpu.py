@@ -38,3 +38,29 @@ def test_fused_greedy_fill_matches_the_formula():
     conf, pred = decode.greedy_fill(logits)  # compiled on the GPU
     ref_conf, ref_pred = logits.float().softmax(-1).max(-1)
     assert torch.equal(pred, ref_pred) and torch.allclose(conf, ref_conf, rtol=1e-3)
+
+
+@cuda
+def test_a_pipelined_batch_gives_each_clip_its_groups_transcript():
+    """decode_batch launches the graph of every canvas group before reading any back (copies into pinned
+    memory, one event per group): each clip must still get what its own group's graph computed."""
+    torch.manual_seed(0)
+    model = W.build_model(W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict())).cuda().eval()
+    opts = decode.DecodeOptions(candidates=4)
+    graphed = decode.GraphedPDD(model, opts)
+    n = torch.tensor([150, 1400, 355, 160, 900])  # canvases of 32 and 64 positions: two groups
+    mel = torch.randn(len(n), 80, 3000, device="cuda")
+    texts = decode.decode_batch(model, mel, n, opts, graphed)
+    groups = decode.canvas_groups(model, n, opts)
+    assert len(groups) == 2
+    for _, idx in groups:
+        tokens, scores = graphed(mel[idx.cuda()], n[idx])
+        assert [texts[i] for i in idx.tolist()] == decode.select(tokens.cpu(), scores.cpu(), opts)
+
+
+@cuda
+def test_a_checkpoint_decodes_in_bf16_on_the_gpu(tmp_path):
+    model = W.build_model(W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict()))
+    W.save_model(tmp_path / "m.pt", model)
+    assert {p.dtype for p in decode.load_for_decoding(tmp_path / "m.pt", "cuda").parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in decode.load_for_decoding(tmp_path / "m.pt", "cpu").parameters()} == {torch.float32}
