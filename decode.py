@@ -173,12 +173,11 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
             masked |= duplicates(canvas, conf, tok.eot)
             masked[:, 0] = False
         logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
-        # conf everywhere, also where the token was kept (paper 3.1, step 4); it is read only by the final
-        # score (last step), low-confidence re-masking and the duplicate rule: other steps need only the argmax
-        if s == opts.steps - 1 or opts.remask == "confidence" or opts.dedup:
-            conf, pred = greedy_fill(logits)
-        else:
-            pred = greedy_fill(logits, confidence=False)[1]
+        # conf everywhere, also where the token was kept (paper 3.1, step 4). Only the final score (last step),
+        # low-confidence re-masking and the duplicate rule read it: the other steps take the argmax alone
+        read = s == opts.steps - 1 or opts.remask == "confidence" or opts.dedup
+        fresh, pred = greedy_fill(logits, confidence=read)
+        conf = conf if fresh is None else fresh
         pred = model.head_ids[pred]  # head rows -> Whisper ids (the identity with the full vocabulary)
         canvas = torch.where(masked, pred, canvas)
         if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
@@ -268,8 +267,10 @@ def decode_batch(model, mel, n_frames, opts=DecodeOptions(), graphed: GraphedPDD
     """Log-mel (B, n_mels, 3000) on the model's device + frames that hold audio (B,) -> B transcripts: with
     `graphed`, one CUDA graph per group of clips that share a canvas length; else eagerly.
 
-    With graphs, every group is launched before any is read back: the GPU decodes the next groups while the
-    CPU turns one group's candidates into text (`select`), instead of each waiting for the other."""
+    With graphs, no group is read back before the last one is launched: the CPU turns the candidates into text
+    (`select`) while the GPU still decodes, instead of each waiting for the other after every group. (Each
+    launch copies a few indices from pageable CPU memory, which waits for the work already queued, so today
+    selection overlaps the last group only.)"""
     if graphed is None:
         with autocast(mel.device):
             feats = model.embed_audio(mel)
@@ -420,9 +421,11 @@ def to_host(*tensors):
 
 def load_for_decoding(path, device, dtype=None):
     """A trained checkpoint with its EMA weights (stage 2 keeps them) and LoRA merged into the base weights,
-    in `dtype`: by default bf16 on a GPU (weights and activations, as Whisper decodes in fp16 there; under
-    autocast alone every step re-cast the fp32 weights and carried an fp32 residual stream: 3 % slower at batch
-    64 on an H200, README "Speed"), fp32 on a CPU."""
+    in `dtype`: by default bf16 on a GPU (weights and activations; under autocast alone every step re-cast the
+    fp32 weights and carried an fp32 residual stream: 3 % slower at batch 64 on an H200, README "Speed"), fp32
+    on a CPU (which decodes without autocast, so only fp32 runs there)."""
+    if not str(device).startswith("cuda") and dtype not in (None, torch.float32):
+        raise ValueError(f"decoding on {device} runs in fp32 only (no autocast there); got dtype {dtype}")
     model, ckpt = W.load_model(path, device)
     if ckpt.get("ema"):
         params = dict(model.named_parameters())

@@ -1,4 +1,6 @@
 """decode.py: PDD invariants, selection, determinism, long audio, evaluation, the Whisper baseline, bad input."""
+import copy
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -155,6 +157,29 @@ def test_greedy_fill_is_the_softmax_max():
     assert torch.equal(pred, ref_pred) and torch.allclose(conf, ref_conf, rtol=1e-5)
     none, tokens = decode.greedy_fill(logits, confidence=False)  # the steps whose confidence nothing reads
     assert none is None and torch.equal(tokens, ref_pred)
+
+
+@pytest.mark.parametrize("opts", [dict(steps=1), dict(remask="confidence"), dict(dedup=True), dict(adaptive=True),
+                                  dict(steps=6, candidates=3)])
+def test_skipping_the_softmax_where_nothing_reads_it_changes_nothing(tiny_model, ctx, monkeypatch, opts):
+    """generate() takes only the argmax at the steps whose confidence no rule reads; with the softmax taken at
+    every step instead, every option gives the same tokens and scores. The output layer is cut to three words
+    (+ sot, eot), so neighbours often repeat and the duplicate rule has pairs to judge by their confidence."""
+    model = decode.restrict_output(copy.deepcopy(tiny_model), [262, 264, 286])
+    opts = decode.DecodeOptions(**{"candidates": 4, **opts})
+    with torch.no_grad():
+        tokens, scores = decode.generate(model, ctx, opts)
+        full = decode.greedy_fill
+        monkeypatch.setattr(decode, "greedy_fill", lambda logits, confidence=True: full(logits))  # always both
+        ref_tokens, ref_scores = decode.generate(model, ctx, opts)
+    assert torch.equal(tokens, ref_tokens) and torch.equal(scores, ref_scores)
+
+
+def test_a_checkpoint_decodes_in_fp32_on_a_cpu(tiny_model, tmp_path):
+    W.save_model(tmp_path / "m.pt", tiny_model)
+    assert {p.dtype for p in decode.load_for_decoding(tmp_path / "m.pt", "cpu").parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="fp32 only"):
+        decode.load_for_decoding(tmp_path / "m.pt", "cpu", torch.bfloat16)
 
 
 def test_mbr_risk_matches_the_written_out_edit_distance():
