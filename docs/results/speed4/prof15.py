@@ -1,6 +1,7 @@
 """Issue #15 profile (dev tool, not part of the project): where a batch-64 decode spends its time.
 Untrained default preset on Whisper-base's encoder dims (timings do not depend on the weights), noise audio with
-test-like lengths. Usage: python .device/bin/prof15.py OUT_DIR [--cpu-small]"""
+test-like lengths. Usage, from the repository root: python docs/results/speed4/prof15.py OUT_DIR
+[--cpu-small] (on the GPU it ran on the code of commit e711f4c, as .device/bin/prof15.py)."""
 import sys, json, time, math, functools
 from dataclasses import replace
 sys.path.insert(0, '.')

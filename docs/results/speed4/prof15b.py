@@ -1,5 +1,7 @@
 """Issue #15, step 2 (dev tool): the old batched path against each change, side by side, batch 64.
-Untrained default preset (Whisper-base encoder dims), noise audio of test-like lengths."""
+Untrained default preset (Whisper-base encoder dims), noise audio of test-like lengths. Usage, from the
+repository root: python docs/results/speed4/prof15b.py OUT_DIR [--cpu-small] (ran on the GPU as .device/bin/prof15b.py
+with the decoder of commit 16a376c)."""
 import sys, json, copy
 from dataclasses import replace
 sys.path.insert(0, '.')
