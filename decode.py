@@ -275,8 +275,10 @@ def decode_batch(model, mel, n_frames, opts=DecodeOptions(), graphed: GraphedPDD
         with autocast(mel.device):
             feats = model.embed_audio(mel)
         return transcribe_features(model, feats, n_frames, opts, len(mel))
-    launched = [(idx, *to_host(*graphed(mel[idx.to(mel.device)], n_frames[idx])))
-                for _, idx in canvas_groups(model, n_frames, opts)]
+    launched = []  # (indices, tokens and scores on their way to the CPU, the event that says they arrived)
+    for _, idx in canvas_groups(model, n_frames, opts):
+        tokens, scores = graphed(mel[idx.to(mel.device)], n_frames[idx])
+        launched.append((idx, *to_host(tokens, scores)))
     texts = [""] * len(mel)
     for idx, tokens, scores, done in launched:
         done.synchronize()  # this group's copy to the CPU has landed
@@ -424,7 +426,9 @@ def load_for_decoding(path, device, dtype=None):
     in `dtype`: by default bf16 on a GPU (weights and activations; under autocast alone every step re-cast the
     fp32 weights and carried an fp32 residual stream: 3 % slower at batch 64 on an H200, README "Speed"), fp32
     on a CPU (which decodes without autocast, so only fp32 runs there)."""
-    if not str(device).startswith("cuda") and dtype not in (None, torch.float32):
+    on_gpu = str(device).startswith("cuda")
+    dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
+    if not on_gpu and dtype != torch.float32:
         raise ValueError(f"decoding on {device} runs in fp32 only (no autocast there); got dtype {dtype}")
     model, ckpt = W.load_model(path, device)
     if ckpt.get("ema"):
@@ -433,7 +437,6 @@ def load_for_decoding(path, device, dtype=None):
             for n, v in ckpt["ema"].items():
                 params[n].copy_(v)
     W.merge_lora(model)
-    dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
     return model.to(dtype).eval()
 
 
