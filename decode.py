@@ -267,17 +267,16 @@ def decode_batch(model, mel, n_frames, opts=DecodeOptions(), graphed: GraphedPDD
     """Log-mel (B, n_mels, 3000) on the model's device + frames that hold audio (B,) -> B transcripts: with
     `graphed`, one CUDA graph per group of clips that share a canvas length; else eagerly.
 
-    With graphs, no group is read back before the last one is launched: the CPU turns the candidates into text
-    (`select`) while the GPU still decodes, instead of each waiting for the other after every group. (Each
-    launch copies a few indices from pageable CPU memory, which waits for the work already queued, so today
-    selection overlaps the last group only.)"""
+    With graphs, no group is read back before the last one is launched, and nothing on the way waits for the
+    GPU (every copy to it comes from pinned memory, `to_device`): the CPU turns the first group's candidates
+    into text (`select`) while the GPU still decodes the later groups."""
     if graphed is None:
         with autocast(mel.device):
             feats = model.embed_audio(mel)
         return transcribe_features(model, feats, n_frames, opts, len(mel))
     launched = []  # (indices, tokens and scores on their way to the CPU, the event that says they arrived)
     for _, idx in canvas_groups(model, n_frames, opts):
-        tokens, scores = graphed(mel[idx.to(mel.device)], n_frames[idx])
+        tokens, scores = graphed(mel[to_device(idx, mel.device)], n_frames[idx])
         launched.append((idx, *to_host(tokens, scores)))
     texts = [""] * len(mel)
     for idx, tokens, scores, done in launched:
@@ -405,9 +404,16 @@ class GraphedPDD:
             self.graphs[key] = (graph, static, out)
         graph, static, (tokens, scores) = self.graphs[key]
         static["mel"].copy_(mel)
-        static["n_frames"].copy_(n_frames)
+        static["n_frames"].copy_(to_device(n_frames, mel.device))
         graph.replay()
         return tokens.clone(), scores.clone()
+
+
+def to_device(t, device):
+    """A CPU tensor on the GPU, copied from pinned memory without waiting. A copy from ordinary (pageable)
+    memory waits for all the work queued on the GPU first: in `decode_batch` each launch then waited for the
+    group before it."""
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def to_host(*tensors):

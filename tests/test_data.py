@@ -175,3 +175,15 @@ def test_training_dataset_skips_and_counts_long_audio(real_manifest):
     assert len(ds) == 4 and ds.skipped == {"over_30s": 1, "over_canvas": 0}
     mel, n_frames, canvas = data.collate([ds[0], ds[1]])
     assert mel.shape == (2, 80, 3000) and canvas.shape == (2, 64) and n_frames.max() <= 1500
+
+
+def test_batched_log_mel_equals_the_clip_by_clip_one():
+    """data.log_mel_batch (one STFT for the batch; the benchmark's front end) == data.log_mel per clip, for a
+    short, a quiet and an over-long clip together: each clip keeps its own 80 dB floor (a batch-wide maximum
+    would lift the quiet clip's) and the long one is cut at 30 s."""
+    rng = np.random.default_rng(0)
+    clips = [data.load_audio(CLIP), (1e-3 * rng.standard_normal(16000 * 4)).astype(np.float32),
+             (0.1 * rng.standard_normal(16000 * 31)).astype(np.float32)]
+    batch = data.log_mel_batch(clips)
+    assert batch.shape == (3, 80, 3000)
+    assert torch.allclose(batch, torch.stack([data.log_mel(a) for a in clips]), atol=1e-5)

@@ -64,3 +64,37 @@ def test_a_checkpoint_decodes_in_bf16_on_the_gpu(tmp_path):
     W.save_model(tmp_path / "m.pt", model)
     assert {p.dtype for p in decode.load_for_decoding(tmp_path / "m.pt", "cuda").parameters()} == {torch.bfloat16}
     assert {p.dtype for p in decode.load_for_decoding(tmp_path / "m.pt", "cpu").parameters()} == {torch.float32}
+
+
+@cuda
+def test_a_batch_is_launched_without_waiting_for_the_gpu():
+    """With its graphs captured, a batch runs under torch's sync debug mode "error": any copy or call that
+    waits for the GPU raises (a copy of indices from pageable memory did, and each launch then waited for the
+    group before it). The read-back waits on CUDA events, which the mode does not count."""
+    torch.manual_seed(0)
+    model = W.build_model(W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict())).cuda().eval()
+    opts = decode.DecodeOptions(candidates=4)
+    graphed = decode.GraphedPDD(model, opts)
+    n = torch.tensor([150, 1400, 355, 160, 900])
+    mel = torch.randn(len(n), 80, 3000, device="cuda")
+    first = decode.decode_batch(model, mel, n, opts, graphed)  # captures the graphs (that waits, once)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        assert decode.decode_batch(model, mel, n, opts, graphed) == first
+        with pytest.raises(RuntimeError, match="synchroniz"):  # the mode is on: a pageable copy raises
+            torch.tensor([1, 2]).to("cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@cuda
+def test_rmsnorm_on_bf16_gives_the_fp32_numbers_rounded_once():
+    """RMSNorm hands a bf16 stream to F.rms_norm as it is (decoding): bit for bit what the norm computed in
+    fp32 and rounded to bf16 gives."""
+    torch.manual_seed(0)
+    norm = W.RMSNorm(512).cuda()
+    norm.weight.data.uniform_(0.5, 1.5)
+    norm.bfloat16()  # a decoding model's weights
+    x = (torch.randn(64, 100, 512, device="cuda") * 3).bfloat16()
+    fp32 = torch.nn.functional.rms_norm(x.float(), (512,), norm.weight.float(), norm.eps).bfloat16()
+    assert torch.equal(norm(x), fp32)

@@ -76,9 +76,8 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
         variants[name] = (small, opts, GraphedPDD(small, opts) if graph else None)
         pairs.append((name, default))  # against the path it changes
 
-    def mels(batch):  # log-mel on the device, inside the timed region for both systems
-        return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(a).to(device)))
-                            for a in batch])
+    def mels(batch):  # log-mel on the device, one batch, inside the timed region for both systems
+        return data.log_mel_batch(batch, device)
 
     def ours(m, o, graphed):
         return lambda batch: decode_batch(m, mels(batch), frame_counts(batch), o, graphed)
