@@ -410,9 +410,11 @@ class GraphedPDD:
 
 
 def to_device(t, device):
-    """A CPU tensor on the GPU, copied from pinned memory without waiting. A copy from ordinary (pageable)
-    memory waits for all the work queued on the GPU first: in `decode_batch` each launch then waited for the
-    group before it."""
+    """A tensor on the GPU; from the CPU, copied from pinned memory without waiting. A copy from ordinary
+    (pageable) memory waits for all the work queued on the GPU first: in `decode_batch` each launch then waited
+    for the group before it."""
+    if t.device.type != "cpu":
+        return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
 
 

@@ -186,4 +186,4 @@ def test_batched_log_mel_equals_the_clip_by_clip_one():
              (0.1 * rng.standard_normal(16000 * 31)).astype(np.float32)]
     batch = data.log_mel_batch(clips)
     assert batch.shape == (3, 80, 3000)
-    assert torch.allclose(batch, torch.stack([data.log_mel(a) for a in clips]), atol=1e-5)
+    assert torch.equal(batch, torch.stack([data.log_mel(a) for a in clips]))  # bit for bit on a CPU

@@ -85,6 +85,11 @@ def test_a_batch_is_launched_without_waiting_for_the_gpu():
             torch.tensor([1, 2]).to("cuda")
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    # and directly: behind a long GPU kernel, to_device returns while that kernel still runs
+    torch.cuda._sleep(2_000_000_000)  # about a second of GPU cycles
+    copy = decode.to_device(torch.arange(5), "cuda")
+    assert not torch.cuda.current_stream().query()
+    assert copy.tolist() == [0, 1, 2, 3, 4]  # (waits) and the copy is right
 
 
 @cuda
