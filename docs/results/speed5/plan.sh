@@ -3,6 +3,14 @@
 # checkpoint, then `decode.py --bench` of the current code and of the previous code (commit be1c1ee, from
 # .device/prev/prev.tar) on the same checkpoint and clips, one after the other; then the GPU tests.
 # CPU dry run: DEV='--device cpu' EXTRA='--repeats 1 --bench-batch 2 --limit 4' PRESET=tiny L=/tmp/p6 bash .device/bin/plan6.sh
+# As run (2026-11-27, H200, commit 1c508f0): from the repository root as .device/bin/plan6.sh (so `cd ../..` below is the root).
+# The previous-code bench failed inside it (.device/prev/prev.tar was not on the machine by then: "FAILED bench
+# prev" in bench/progress.log) and was run again by hand on the same machine right after, with the same files:
+#   L=$HOME/p6; mkdir -p $L/prev && tar -xf .device/prev/prev.tar -C $L/prev && ln -sfn "$(pwd)/data" $L/prev/data
+#   cd $L/prev && python3 decode.py --ckpt $L/untrained.pt --bench --repeats 5 --out $L/prev-out   # bench-prev.log
+# and then the current code once more with 10 repeats:
+#   python3 decode.py --ckpt $L/untrained.pt --bench --repeats 10 --out $L/new10                   # bench-new10.log
+# prev.tar = `git archive be1c1ee`. Run 3 and K=5 S=8 (bench-run3.log, bench-K5S8.log): plan7.sh, a fresh machine.
 set -u
 cd "$(dirname "$0")/../.."
 [ -f .device/bin/env.sh ] && source .device/bin/env.sh
