@@ -95,8 +95,10 @@ PRESETS = {
                              lora=LoRAConfig(rank=4, alpha=8.0)),
     # the GPU recipe: 8 x 512, about 88 M parameters with the 51k-token embedding and head, on Whisper-base's
     # encoder (README Results, "The current recipe": 8 points of test WER better than tiny.en's at the same
-    # training time)
-    "default": WhisfusionConfig(adapter=AdapterConfig(feature_dropout=0.1), whisper="base"),
+    # training time). train.py reads the encoder's dims from the Whisper checkpoint; the preset states them too,
+    # so that a model built from it alone (a benchmark, a test) has the trained model's shapes
+    "default": WhisfusionConfig(encoder=EncoderConfig(n_audio_state=512, n_audio_head=8, n_audio_layer=6),
+                                adapter=AdapterConfig(feature_dropout=0.1), whisper="base"),
     # the CPU task (TinySpeech `numbers`, README "CPU demo"): 4 x 128, a 16-token canvas, the tiny.en encoder run
     # on a 4 s window instead of 30 s (about 8x less encoder work; every clip of the task is shorter) and, with
     # `train.py --vocab-from-corpus`, an output layer over only the tokens of the training transcripts

@@ -168,8 +168,14 @@ def test_length_bucketed_shards_cover_each_epoch_once_and_pad_less(world):
 
 
 def test_the_encoder_comes_from_the_preset_unless_whisper_is_given(tmp_path):
-    """`default` (the GPU recipe) reads Whisper-base's encoder, the CPU presets tiny.en's; --whisper overrides."""
+    """`default` (the GPU recipe) reads Whisper-base's encoder, the CPU presets tiny.en's; --whisper overrides.
+    Each preset's encoder config has the shape of the Whisper encoder it names (openai-whisper's dims), so a model
+    built from the preset alone, as the benchmark's untrained one is, has the trained model's shapes."""
     assert W.PRESETS["default"].whisper == "base" and W.PRESETS["cpu"].whisper == W.PRESETS["tiny"].whisper == "tiny.en"
+    whisper_dims = {"tiny.en": (384, 6, 4), "base": (512, 8, 6), "small": (768, 12, 12)}  # width, heads, layers
+    for name, cfg in W.PRESETS.items():
+        e = cfg.encoder
+        assert (e.n_audio_state, e.n_audio_head, e.n_audio_layer) == whisper_dims[cfg.whisper], name
     args = train.get_args(["--stage", "0", "--preset", "tiny", "--device", "cpu", "--out-dir", str(tmp_path)])
     assert args.whisper is None and train.init_model(args, "cpu").cfg.whisper == "tiny.en"
 
