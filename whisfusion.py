@@ -93,7 +93,7 @@ PRESETS = {
     # CPU tests in seconds (the real tiny.en encoder still produces the features)
     "tiny": WhisfusionConfig(decoder=DecoderConfig(n_layer=2, n_head=2, n_embd=64, n_mlp=176, canvas_len=64),
                              lora=LoRAConfig(rank=4, alpha=8.0)),
-    # the GPU recipe: 8 x 512, about 88 M parameters with the 51k-token embedding and head, on Whisper-base's
+    # the GPU recipe: 8 x 512, about 87 M parameters with the 51k-token embedding and head, on Whisper-base's
     # encoder (README Results, "The current recipe": 8 points of test WER better than tiny.en's at the same
     # training time). train.py reads the encoder's dims from the Whisper checkpoint; the preset states them too,
     # so that a model built from it alone (a benchmark, a test) has the trained model's shapes

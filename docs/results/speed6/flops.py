@@ -9,9 +9,11 @@ n_ctx frames). The encoder (the same 30 s window for every clip) is left out: it
 
     PYTHONPATH=. python docs/results/speed6/flops.py /tmp/flops/default/test.tsv > docs/results/speed6/flops.log
 
-As run (2026-11-27, commit 019b992, the 2-core CPU machine): the test split synthesised there as in
-../speed5/plan.sh, root /tmp/flops/default (1,682 s; the GPU machine's, with other TTS voices installed, was
-1,632 s, so a few clips differ in length; the canvas lengths per bucket are the point)."""
+As run (2026-11-27, the 2-core CPU machine): the test split synthesised there as in ../speed5/plan.sh, root
+/tmp/flops/default (1,682 s; the GPU machine's, with other TTS voices installed, was 1,632 s, so a few clips
+differ in length; the bench's selection rule, first 5 per bucket, on this split). First at commit 019b992, whose
+`default` preset had a tiny.en-shaped encoder (a 384 -> 512 audio projection the trained model lacks: 0.1-0.5
+GFLOP more per clip); flops.log is the run at commit 2590932, with Whisper-base's encoder shape."""
 import sys
 from pathlib import Path
 
@@ -30,8 +32,10 @@ graphed.model, graphed.bucket = model, 250
 feats = model.embed_audio(torch.zeros(1, 80, 3000))
 utts = data.read_manifest(Path(sys.argv[1]))
 rows_per_step = [1] + [opts.candidates] * (opts.steps - 1)  # step 0 re-masks everything: one row per utterance
-print(f"default preset: {d.n_layer} layers x {d.n_embd}, output {len(model.head_ids)} ids; K={opts.candidates} "
-      f"S={opts.steps}: {sum(rows_per_step)} canvas rows per clip")
+e = model.cfg.encoder
+print(f"default preset: {d.n_layer} layers x {d.n_embd}, output {len(model.head_ids)} ids, encoder {e.n_audio_state} "
+      f"wide ({e.n_audio_layer} layers, not counted); K={opts.candidates} S={opts.steps}: {sum(rows_per_step)} "
+      f"canvas rows per clip")
 print(f"{'bucket':8s} {'clip':12s} {'s':>6s} {'L':>4s} {'n_ctx':>5s} {'matmul':>8s} {'attn':>6s} {'GFLOP':>7s}")
 with torch.no_grad():
     for lo, hi in [(0, 5), (5, 10), (10, 20), (20, 30)]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #15, the benchmark again with the trained default model's encoder shape. The `default` preset names
 # Whisper-base, but its EncoderConfig is tiny.en's shape until train.py reads the Whisper checkpoint's dims, so the
-# untrained checkpoints of plan6/plan7 had a tiny-shaped encoder (384 x 4 layers) where the trained model has
+# untrained checkpoints of ../../speed5/plan.sh and plan7.sh had a tiny-shaped encoder (384 x 4 layers) where the trained model has
 # base's (512 x 6). Here: the `test` split alone (as before), two untrained `default` checkpoints (base-shaped
 # and tiny-shaped encoder), then `decode.py --bench` of the current code (base), the previous code be1c1ee (base),
 # the current code (tiny, to show the difference in one sitting) and the current code at -K 5 -S 8 (base).
@@ -10,6 +10,8 @@
 # H200: BENCHES='new-base-1 new-base-2 prev-base' EXTRA='--repeats 10' L=$HOME/p9 (bench/h200).
 # (On the H100 the loop below was four explicit lines, the same commands; the preset then had tiny.en's encoder
 # shape, so "tiny" took the preset's config: EncoderConfig() is the same dims.)
+# That H100 run's fourth bench (K5S8-base) wrote no "done" line to progress.log (its explicit line had no stamp);
+# it ran from 20:51:29 to 20:52:59, before "all done".
 # CPU dry run: DEV='--device cpu' EXTRA='--repeats 1 --bench-batch 2 --limit 4' PRESET=tiny L=/tmp/p8 bash .device/bin/plan8.sh
 set -u
 cd "$(dirname "$0")/../.."

@@ -5,6 +5,8 @@
 # As run (2026-11-27, H100, commit ea2fd23; from the repository root as .device/bin/wer16.sh, the checkpoint with its
 # optimizer state dropped to fit the 64 MiB carry, the manifests and audio from the same clone):
 #   OUT=$OUT/wer16 bash .device/bin/wer16.sh
+# Only 8 files come back from the device per call: card.txt, compare.txt and six logs (prev16-graph-*.log and the
+# CSVs did not); compare.txt has the transcript comparison of every pair, the graphed previous code included.
 # CPU dry run: OUT=/tmp/w16 P=/tmp/prev16w PY=.venv/bin/python DEV='--device cpu' bash .device/bin/wer16.sh
 set -u
 cd "$(dirname "$0")/../.."
