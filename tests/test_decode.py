@@ -339,3 +339,5 @@ def test_bench_times_the_restricted_output_layer_on_a_copy(tiny_model, real_mani
     assert set(r["throughput"]["ratio_to_whisper"]) == {"eager", name}
     assert all(name in row["ms"] for row in r["latency_batch1"])
     assert f"{name} vs eager" in r["same_transcripts"] and (tmp_path / "bench.json").is_file()
+    # the shapes it timed are printed and saved: the tiny preset on Whisper-tiny.en's encoder (4 layers x 384)
+    assert r["model"] == {"decoder": "2 x 64", "encoder": "4 x 384", "whisper": "tiny.en"}

@@ -90,7 +90,10 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
     agree = {f"{a} vs {b}": f"{sum(x == y for x, y in zip(texts[a], texts[b]))}/{len(batch)}"
              for a, b in pairs if a in texts}
     card = torch.cuda.get_device_name() if str(device).startswith("cuda") else "cpu"
-    result = dict(card=card, options=opts.__dict__, output_vocab=len(model.head_ids), repeats=repeats,
+    d, e = model.cfg.decoder, model.cfg.encoder  # the shapes timed: an untrained model must have the trained one's
+    shapes = dict(decoder=f"{d.n_layer} x {d.n_embd}", encoder=f"{e.n_audio_layer} x {e.n_audio_state}",
+                  whisper=model.cfg.whisper)
+    result = dict(card=card, model=shapes, options=opts.__dict__, output_vocab=len(model.head_ids), repeats=repeats,
                   latency_batch1=bench_latency(systems, audios, device, repeats),
                   throughput=bench_throughput(systems, batch, device, repeats), same_transcripts=agree)
     print_bench(result)
@@ -128,7 +131,9 @@ def bench_throughput(systems: dict, batch: list, device, repeats: int) -> dict:
 
 def print_bench(r: dict):
     o = r["options"]
-    print(f"\nbenchmark on {r['card']}: K={o['candidates']} S={o['steps']} canvas={o['canvas']} "
+    m = r["model"]
+    print(f"\nbenchmark on {r['card']}: decoder {m['decoder']}, encoder {m['encoder']} (layers x width; the config "
+          f"names Whisper {m['whisper']}); K={o['candidates']} S={o['steps']} canvas={o['canvas']} "
           f"select={o['select']} output vocabulary {r['output_vocab']}; {r['repeats']} interleaved repeats each")
     names = list(r["latency_batch1"][0]["ms"]) if r["latency_batch1"] else []
     print("batch-1 latency, ms: median (IQR)")
