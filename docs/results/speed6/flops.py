@@ -27,9 +27,9 @@ import whisfusion as W
 torch.manual_seed(0)
 model = W.Whisfusion(W.PRESETS["default"]).eval()
 opts, d = D.DecodeOptions(), model.cfg.decoder
-graphed = D.GraphedPDD.__new__(D.GraphedPDD)  # only its n_ctx rule (250-frame buckets); no GPU needed
-graphed.model, graphed.bucket = model, 250
-feats = model.embed_audio(torch.zeros(1, 80, 3000))
+graphed = D.GraphedPDD(model, opts)  # for its n_ctx rule (250-frame buckets); building one needs no GPU
+with torch.no_grad():
+    feats = model.embed_audio(torch.zeros(1, 80, 3000))
 utts = data.read_manifest(Path(sys.argv[1]))
 rows_per_step = [1] + [opts.candidates] * (opts.steps - 1)  # step 0 re-masks everything: one row per utterance
 e = model.cfg.encoder
