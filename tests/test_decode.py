@@ -50,6 +50,24 @@ def test_decoding_is_deterministic_for_a_seed(tiny_model, ctx):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_generate_calls_the_decoder_pass_it_is_given(tiny_model, ctx):
+    """GraphedPDD hands generate a compiled decoder pass: generate must call that one, once per step, and its
+    output is all generate reads (the same pass gives the same tokens)."""
+    calls = []
+
+    def forward(tokens, c):
+        calls.append(tokens.shape)
+        return tiny_model(tokens, c)
+    opts = decode.DecodeOptions(candidates=3, steps=4)
+    tokens, scores = decode.generate(tiny_model, ctx, opts, forward=forward)
+    ref_tokens, ref_scores = decode.generate(tiny_model, ctx, opts)
+    assert torch.equal(tokens, ref_tokens) and torch.equal(scores, ref_scores)
+    L = tiny_model.cfg.decoder.canvas_len
+    assert calls == [(1, L)] + [(3, L)] * 3  # step 0 once per utterance, then the K candidates
+    flipped = decode.generate(tiny_model, ctx, opts, forward=lambda t, c: -tiny_model(t, c))  # a different pass
+    assert not torch.equal(flipped[0], ref_tokens)
+
+
 @pytest.mark.parametrize("remask", ["random", "confidence"])
 def test_variants_run(tiny_model, ctx, remask):
     opts = decode.DecodeOptions(candidates=3, steps=3, remask=remask, adaptive=True)

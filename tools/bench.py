@@ -66,6 +66,10 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
     pairs = [("graph", "eager"), ("graph, full canvas", "graph")]  # same computation; the canvas's effect
     if graph:
         variants["graph"] = (model, opts, GraphedPDD(model, opts))
+        if opts.compile:  # the same graphs recorded without torch.compile: what compiling saves, and what it moves
+            plain = replace(opts, compile=False)
+            variants["graph, not compiled"] = (model, plain, GraphedPDD(model, plain))
+            pairs.append(("graph", "graph, not compiled"))
         if opts.canvas != "full":  # the model's whole canvas: what the sized canvas saves, and how flat it is
             full = replace(opts, canvas="full")
             variants["graph, full canvas"] = (model, full, GraphedPDD(model, full))
@@ -134,7 +138,8 @@ def print_bench(r: dict):
     m = r["model"]
     print(f"\nbenchmark on {r['card']}: decoder {m['decoder']}, encoder {m['encoder']} (layers x width; the config "
           f"names Whisper {m['whisper']}); K={o['candidates']} S={o['steps']} canvas={o['canvas']} "
-          f"select={o['select']} output vocabulary {r['output_vocab']}; {r['repeats']} interleaved repeats each")
+          f"select={o['select']} compile={o.get('compile')} output vocabulary {r['output_vocab']}; {r['repeats']} "
+          f"interleaved repeats each")
     names = list(r["latency_batch1"][0]["ms"]) if r["latency_batch1"] else []
     print("batch-1 latency, ms: median (IQR)")
     print(f"{'bucket':10s} {'n':>3s} " + " ".join(f"{n:>22s}" for n in names) + f" {'speed-up':>9s}")
