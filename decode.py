@@ -163,7 +163,7 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
     B, K, L = ctx.kv[0][0].shape[0], opts.candidates, length or cfg.canvas_len
     device = ctx.kv[0][0].device
     noise = draw_noise(opts, cfg.canvas_len, device) if noise is None else noise  # (S, K, canvas_len)
-    forward = forward or model
+    forward = model if forward is None else forward
     noise = noise[:, :, :L].repeat(1, B, 1)  # (S, B*K, L): row b*K + k is candidate k of utterance b
     canvas = torch.full((B, L), cfg.mask_id, device=device)  # (B, L): one canvas per utterance until step 1
     canvas[:, 0] = tok.sot
@@ -373,6 +373,8 @@ class GraphedPDD:
     seed, same tokens as `generate` on the padded context (uncompiled; compiled, close to them: README "Speed").
     A batch whose clips need different canvases: `decode_batch`."""
 
+    said_compiling = False  # the notice that the first batch compiles: once per process
+
     def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):  # 250 frames = 5 s: 6 graphs
         # per batch size cover 30 s, and a clip pays for at most 5 s of padding
         if opts.adaptive:
@@ -381,7 +383,7 @@ class GraphedPDD:
         self.graphs = {}  # (B, n_ctx, L) -> (graph, static inputs, static outputs)
         self.pool = None
         self.encode, self.forward = self._encode, model  # what each graph records: the audio side, the decoder pass
-        if opts.compile:
+        if opts.compile:  # (torch.compile is lazy: nothing compiles before the first graph is captured)
             self.encode, self.forward = compiled(self._encode), compiled(model.forward)
 
     def n_ctx(self, n_frames) -> int:
@@ -401,10 +403,11 @@ class GraphedPDD:
         B, n_ctx, L = mel.shape[0], self.n_ctx(n_frames), canvas_len(self.model, n_frames, self.opts)
         key = (B, n_ctx, L)
         if key not in self.graphs:  # the seeded noise is the same on every call: drawn once, kept in the graph
-            if self.opts.compile and not self.graphs:
-                print("compiling the decoding passes with torch.compile (once per process: 1-3 min for the "
-                      "default model, less with Inductor's on-disk cache; --no-compile skips it)", file=sys.stderr,
-                      flush=True)
+            if self.opts.compile and not GraphedPDD.said_compiling:
+                GraphedPDD.said_compiling = True
+                print("compiling the decoding passes with torch.compile (the first batch of the default model: about "
+                      "3 min cold, less once Inductor's on-disk cache holds them; --no-compile skips it)",
+                      file=sys.stderr, flush=True)
             noise = draw_noise(self.opts, self.model.cfg.decoder.canvas_len, mel.device)
             static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise)
             side = torch.cuda.Stream()
@@ -434,7 +437,10 @@ def compiled(fn):
     emulate_precision_casts makes it round them too. The numbers are still not eager PyTorch's bit for bit (the
     fused reductions and exp/erf are Inductor's): README "Speed" gives the transcripts that move and the WER of a
     trained model either way. dynamic=True: one compilation for every batch size, canvas length and context
-    bucket (a batch of one utterance is compiled apart), rather than one per shape."""
+    bucket (a batch of one utterance is compiled apart), rather than one per shape. Past Dynamo's limit of
+    compilations per function (8 by default) a pass would run eagerly inside the graph, silently: the bench's
+    models (full and cut output layer, each with its batch-of-one and step-0 variants) come close, so it is 32."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     return torch.compile(fn, dynamic=True, options={"emulate_precision_casts": True})
 
 
