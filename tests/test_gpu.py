@@ -117,14 +117,14 @@ def test_compiled_graphs_decode_what_the_uncompiled_ones_decode():
     when this test asserted equal tokens), the confidences within 1 %. And the passes were compiled: Dynamo
     made graphs of them (a fallback to eager would pass the comparison trivially)."""
     from torch._dynamo.utils import counters
+    torch._dynamo.reset()  # compiled afresh here, whatever the earlier tests compiled
+    counters.clear()
     torch.manual_seed(0)
     model = W.build_model(W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict())).cuda().bfloat16().eval()
     opts = decode.DecodeOptions(candidates=4)
     compiled = decode.GraphedPDD(model, opts)
     plain = decode.GraphedPDD(model, decode.DecodeOptions(candidates=4, compile=False))
     eot = data.get_tokenizer().eot
-    torch._dynamo.reset()  # compiled afresh here, whatever the earlier tests compiled
-    counters.clear()
     for frames in ([150], [355, 150, 265]):
         mel = torch.randn(len(frames), 80, 3000, device="cuda")
         n = torch.tensor(frames)

@@ -29,7 +29,8 @@ CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
     "01_whisper_encoder": ("speech frames stand out from silence; the 4 s window keeps the features",
                            lambda r: r["speech_silence_ratio"] > 1.5 and r["window_cosine"] > 0.9),
     # the share of command words varies between builds of the 2-minute recipe (50-92 % seen): the claim is 40 %
-    "02_masked_diffusion": ("stage 0 restores many masked command words (40 % or more), numbers at most half as often",
+    "02_masked_diffusion": ("stage 0 restores many masked command words (40 % or more), numbers at most half as "
+                            "often",
                             lambda r: r["word_acc_t03"] > 0.4 and r["number_acc_t03"] < 0.5 * r["word_acc_t03"]),
     "03_adapter": ("the cross-attention peak of the head chosen on dev moves forward with the tokens",
                    lambda r: r["peak_spearman"] > 0.5 and r["peak_spearman"] > r["other_heads_median"]),
