@@ -138,7 +138,7 @@ def print_bench(r: dict):
     m = r["model"]
     print(f"\nbenchmark on {r['card']}: decoder {m['decoder']}, encoder {m['encoder']} (layers x width; the config "
           f"names Whisper {m['whisper']}); K={o['candidates']} S={o['steps']} canvas={o['canvas']} "
-          f"select={o['select']} compile={o.get('compile')} output vocabulary {r['output_vocab']}; {r['repeats']} "
+          f"select={o['select']} compile={o['compile']} output vocabulary {r['output_vocab']}; {r['repeats']} "
           f"interleaved repeats each")
     names = list(r["latency_batch1"][0]["ms"]) if r["latency_batch1"] else []
     print("batch-1 latency, ms: median (IQR)")
