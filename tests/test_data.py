@@ -89,6 +89,21 @@ def test_small_corpus_voices_manifests_and_idempotence():
     assert time.time() - t0 < 5
 
 
+def test_a_piper_worker_that_has_exited_gives_an_error_naming_the_fix(monkeypatch, tmp_path):
+    """A piper worker that died (here: a Python without piper) fails the utterance with the fix, not with a
+    BrokenPipeError that stops the whole corpus build; the next utterance starts a fresh worker."""
+    import random
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    dead.wait()
+    monkeypatch.setattr(tts, "_piper", dead)
+    with pytest.raises(data.DataError, match="make setup"):
+        tts._piper_say("a sentence", str(tmp_path / "x.wav"), 1.0, random.Random(0))
+    assert tts._piper is None
+
+
 def test_real_split_has_the_pocketsphinx_transcripts():
     real = data.load_split("real")
     assert len(real) == 12

