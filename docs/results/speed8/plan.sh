@@ -6,7 +6,7 @@
 # budgets ($T0 + $T1 + $T2 minutes; no speed perturbation), the GPU tests during stage 1, and the three decodings.
 # Run in the background (setsid) from the repository root after the first four setup calls (text, TTS, tiny.en);
 # it waits for $READY (Whisper-base's weights, the last setup call) before stage 0. poll.sh waits for it.
-# GPUTESTS=0 leaves the GPU tests out (the sitting of 2026-12-03 that measured the WER ran them in the one before).
+# GPUTESTS=0 leaves the GPU tests out.
 # CPU dry run: DEV='--device cpu' SIZE=small NTRAIN=360 P0='--preset tiny' WB=tiny.en T0=0.3 T1=0.3 T2=0.3 BATCH=8 L=/tmp/s8 READY=/dev/null bash docs/results/speed8/plan.sh
 set -u
 cd "$(dirname "$0")/../../.."
