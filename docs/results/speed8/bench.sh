@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# After plan.sh, with nothing else on the GPU: `decode.py --bench` of the model plan.sh trained (the first
-# trained `default` model a bench has timed: real text on the canvas, so candidate selection reads text), then the
+# After plan.sh, with nothing else on the GPU: `decode.py --bench` of the model plan.sh trained (a trained
+# `default` model with the compiled graphs: real text on the canvas, so candidate selection reads text), then the
 # same with -K 5 -S 8. Run in the background (setsid) from the repository root; poll.sh $T BENCH_DONE waits for it.
 set -u
 cd "$(dirname "$0")/../../.."
