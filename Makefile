@@ -34,45 +34,24 @@ system:
 test: setup
 	$(BIN)/python -m pytest -q tests
 
-# CPU demo: the narrow `numbers` task (spoken commands, times and numbers; README "CPU demo"), the `cpu` preset
-# with an output layer over the corpus's tokens, stage 0 -> 1 -> 2 with a step budget each, then the held-out test
-# splits next to Whisper-tiny.en with a few reference / hypothesis pairs. Steps, not minutes (about 2 + 3.5 + 2.5 min
-# on one core of our 2-core machine): a wall-clock budget makes a faster or slower machine train another model (and
-# its learning-rate schedule follows the clock), so the notebooks' numbers would not hold where they run.
-# The earlier small-corpus pipeline: make demo SIZE=small PRESET=tiny VOCAB= LR0=3e-4 LR1=1e-3 S0=100000 S1=100000 S2=100000 M0=4 M1=4 M2=4 BATCH=16 BATCH0=16 \
-#   THREADS=2 SPLITS="test test-unseen-voice real"
-# GPU: make demo SIZE=default PRESET=default VOCAB= LR0=3e-4 LR1=1e-3 S0=100000 S1=100000 S2=100000 M0=4 M1=4 M2=4 BATCH=128 BATCH0=128 SPLITS="test test-unseen-voice real"
-SIZE    ?= numbers
-PRESET  ?= cpu
-VOCAB   ?= --vocab-from-corpus
-S0      ?= 1300
-S1      ?= 1900
-S2      ?= 1100
-# wall-clock budgets in minutes (0 = off), for the time-budgeted lines above
-M0      ?= 0
-M1      ?= 0
-M2      ?= 0
-LR0     ?= 1e-3
-LR1     ?= 2e-3
-BATCH   ?= 32
-BATCH0  ?= 64
+# CPU demo: the narrow `numbers` task (spoken commands, times and numbers), train.py's `cpu` recipe (a 4 x 128
+# decoder, step budgets in train.RECIPES), then the held-out test splits next to Whisper-tiny.en with a few
+# reference / hypothesis pairs. The checkpoints land in checkpoints/cpu/, where the notebooks find them.
 OUT     ?= checkpoints/cpu
 SPLITS  ?= test test-unseen-voice
 # one thread per training process: the cpu preset's matrices are too small to split over threads, and on a
-# shared machine two spinning threads per op made stage 0 twenty times slower (README "CPU demo")
-THREADS ?= 1
-TRAIN    = OMP_NUM_THREADS=$(THREADS) $(BIN)/python train.py --size $(SIZE) --out-dir $(OUT) \
-           --batch-size $(BATCH) --log-every 20
+# shared machine two spinning threads per op slow every step down
+TRAIN    = OMP_NUM_THREADS=1 $(BIN)/python train.py --out-dir $(OUT)
 
-# the three checkpoints the notebooks load (checkpoints/cpu/stage{0,1,2}.pt). A stage whose checkpoint exists is
-# resumed: a finished one is a no-op, an interrupted one continues (train.py never overwrites a checkpoint)
+# A stage whose checkpoint exists is resumed: a finished one is a no-op, an interrupted one continues (train.py
+# never overwrites a checkpoint). After changing the recipe, delete checkpoints/cpu/ to train it again.
 RESUME   = $$(test -f $(OUT)/stage$(1).pt && echo --resume)
 cpu-model: setup
-	$(BIN)/python data.py --size $(SIZE) --weights tiny.en
-	$(TRAIN) --stage 0 --preset $(PRESET) $(VOCAB) --steps $(S0) --time-limit $(M0) --lr $(LR0) --batch-size $(BATCH0) $(call RESUME,0)
-	$(TRAIN) --stage 1 --steps $(S1) --time-limit $(M1) --lr $(LR1) $(call RESUME,1)
-	$(TRAIN) --stage 2 --steps $(S2) --time-limit $(M2) --lora-rank 0 $(call RESUME,2)
+	$(BIN)/python data.py --size numbers --weights tiny.en
+	$(TRAIN) --stage 0 --preset cpu $(call RESUME,0)
+	$(TRAIN) --stage 1 $(call RESUME,1)
+	$(TRAIN) --stage 2 $(call RESUME,2)
 
 demo: cpu-model
 	for s in $(SPLITS); do \
-	  $(BIN)/python decode.py --ckpt $(OUT)/stage2.pt --size $(SIZE) --eval $$s --baseline tiny.en --out results/$(SIZE) --show 5 || exit 1; done
+	  $(BIN)/python decode.py --ckpt $(OUT)/stage2.pt --eval $$s --baseline tiny.en --out results/numbers --show 5 || exit 1; done

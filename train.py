@@ -3,14 +3,16 @@ The Whisfusion curriculum (paper section 2), one stage per call:
 
     python train.py --stage 0    # the decoder learns language on text alone (1/t ELBO; stands in for SMDM-170M)
     python train.py --stage 1    # only the cross-attention adapter trains; mask ratio t ~ U(0, 1)
-    python train.py --stage 2    # adapter + LoRA (or everything with --lora-rank 0); t ~ U(0.7, 1); EMA
+    python train.py --stage 2    # adapter + the whole decoder (or LoRA: --lora-rank 16); t ~ U(0.7, 1); EMA
 
-Each stage starts from the previous stage's checkpoint in --out-dir. Several GPUs:
-    torchrun --nproc_per_node 4 train.py --stage 1
+Without flags each stage trains the one-GPU recipe (RECIPES["default"]); `--preset cpu` is the laptop task of
+`make demo`. Each stage starts from the previous stage's checkpoint in --out-dir. Several GPUs:
+    torchrun --standalone --nproc_per_node 4 train.py --stage 1
 
-Read from the top: the three stages (STAGE_DEFAULTS), the training loop (`train`, `train_step`), what each stage
-starts from (`init_model`), the learning-rate schedule, then the data each stage trains on. Below the line
-"Plumbing" are the command line, the feature cache, the batch sampler, processes, checkpoints and logs.
+Read from the top: the three stages (STAGES), their budgets (RECIPES), the training loop (`train`,
+`train_step`), what each stage starts from (`init_model`), the learning-rate schedule, then the data each stage
+trains on. Below the line "Plumbing" are the command line, the feature cache, the batch sampler, processes,
+checkpoints and logs.
 """
 import argparse
 import csv
@@ -21,6 +23,8 @@ import json
 import math
 import os
 import random
+import signal
+import socket
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,7 +40,7 @@ import whisfusion as W
 # ----------------------------------------------------------------------------------------------------------
 # The curriculum: what trains in each stage, on which mask ratios, and why
 
-STAGE_DEFAULTS = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, hi), and the loss
+STAGES = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, hi), and the loss
     # Stage 0 (ours): the paper starts from SMDM-170M, a masked-diffusion language model pretrained on text, which
     # cannot be had offline. So the decoder first learns language from text alone, with SMDM's recipe: every mask
     # ratio, the 1/t-weighted ELBO, SMDM's optimiser settings.
@@ -45,102 +49,126 @@ STAGE_DEFAULTS = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~
     # what it knows while the adapter learns to read the audio. Every mask ratio, from filling in one word to
     # writing the whole transcript; the plain mean cross-entropy of the masked tokens.
     1: dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, mask=(0.0, 1.0), elbo=False),
-    # Stage 2 (paper 2.5): adapter + decoder (LoRA, or all of it with --lora-rank 0) on high mask ratios only.
-    # Decoding starts from an all-[MASK] canvas and re-masks 80-90 % of it at every step (decode.py), so the
-    # decoder specialises in what it will see: t ~ U(0.7, 1). EMA of the weights smooths the last steps.
-    2: dict(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.005, mask=(0.7, 1.0), elbo=False),
+    # Stage 2 (paper 2.5): adapter + decoder on high mask ratios only. Decoding starts from an all-[MASK] canvas
+    # and re-masks 80-90 % of it at every step (decode.py), so the decoder specialises in what it will see:
+    # t ~ U(0.7, 1). An exponential moving average of the weights (decay 0.995) smooths the last steps.
+    2: dict(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.005, mask=(0.7, 1.0), elbo=False, ema=0.995),
 }
+
+RECIPES = {  # what `python train.py --stage N` trains, per model preset; a flag given on the command line wins
+    # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 14,000 spoken sentences). Stage 2 would
+    # memorise those sentences, so stages 1-2 also hear every utterance 10 % slower and faster (speed
+    # perturbation), and stage 2 adds dropout on the decoder's residual branches and two SpecAugment-style time
+    # masks on the audio features (docs/results.md measures each).
+    "default": {0: dict(size="default", steps=1500, batch_size=256),
+                1: dict(size="default", steps=5200, batch_size=256, speed_perturb=(0.9, 1.1)),
+                2: dict(size="default", steps=4600, batch_size=256, speed_perturb=(0.9, 1.1), dropout=0.1,
+                        time_masks=2)},
+    # The laptop task (`make demo`): the `numbers` corpus, a decoder that reads and writes only the tokens of its
+    # training transcripts (vocab_from_corpus), and higher learning rates, which a model this small tolerates.
+    "cpu": {0: dict(size="numbers", steps=1300, batch_size=64, lr=1e-3, vocab_from_corpus=True),
+            1: dict(size="numbers", steps=1900, batch_size=32, lr=2e-3),
+            2: dict(size="numbers", steps=1100, batch_size=32)},
+    # The tests: a few steps on the small corpus.
+    "tiny": {0: dict(size="small", steps=200, batch_size=16), 1: dict(size="small", steps=200, batch_size=16),
+             2: dict(size="small", steps=200, batch_size=16)},
+}
+EVAL_UTTS = 64  # dev utterances decoded for the quick dev WER at every evaluation
 
 
 def train(args):
-    """One stage: nanoGPT's loop (data, model, optimizer, then steps until --steps or the time budget), with a
-    checkpoint every --ckpt-every steps and at the end."""
+    """One stage: nanoGPT's loop (data, model, optimizer, then --steps steps), with a checkpoint every
+    --ckpt-every steps and at the end. A checkpoint is only written from weights that still give a finite loss."""
     device = setup_distributed(args)
     seed_everything(args.seed + RANK)
-    hp = STAGE_DEFAULTS[args.stage]
-    peak_lr = hp["lr"] if args.lr is None else args.lr
-    check_out_dir(args)
-    utts = load_utterances(args)  # before anything heavy: missing data fails first
-    model, resume = load_resume(args, device) if args.resume else (init_model(args, device, utts["train"]), None)
-    if resume is not None and resume.get("finished"):
-        log(f"{stage_path(args.out_dir, args.stage)} is finished; nothing to resume")
-        return resume
-    W.set_trainable(model, args.stage)
-    log_parameters(model, args.stage)
-    batches, dev = stage_batches(args, model, utts, device)
-    shards = Shards(len(batches), args.batch_size, args.seed, RANK, WORLD, batches.lengths)
-    optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=peak_lr, betas=hp["betas"],
-                                  fused=device.startswith("cuda"))
-    ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad} \
-        if args.stage == 2 and args.ema else None  # the trainable weights' exponential moving average
-    step, elapsed0, ema = restore(resume, optimizer, ema, device, args) if resume else (0, 0.0, ema)
-    raw, model = model, wrap_model(model, args, device)  # raw: the model itself; model: compiled and/or DDP
-    amp = decode.autocast(device)  # bf16 on a GPU
-    book, loss = Logbook(args, step), float("nan")
-    t_start = time.time() - elapsed0  # the clock continues on --resume
-    model.train()
-    while step < args.steps:
-        lr = lr_at(step, args, peak_lr, shared_elapsed(t_start, device))
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        loss = train_step(model, raw, batches, shards, step, args, hp, amp, device)
-        if any_rank(not math.isfinite(loss), device):  # every rank stops together
-            raise SystemExit(f"loss is {loss} at step {step}: stopping. The last good checkpoint is "
-                             f"{stage_path(args.out_dir, args.stage)}; resume with a lower --lr (now {peak_lr}).")
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema_update(ema, raw, args.ema)
-        step += 1
-        elapsed = shared_elapsed(t_start, device)  # rank 0's clock: every rank takes the same decision
-        out_of_time = bool(args.time_limit) and elapsed > 60 * args.time_limit
-        final = step == args.steps or out_of_time
-        logged = book.step(step, loss, lr, args.batch_size * args.grad_accum * WORLD, raw.cfg.decoder.canvas_len)
-        if is_master() and (step % args.eval_every == 0 or final):
-            with swap_in(raw, ema):
-                logged.update(dev_metrics(raw, dev, args, device, amp))
-        book.write(step, loss, lr, logged, elapsed)  # the training clock, before this step's dev evaluation
-        if step % args.ckpt_every == 0 or final:
-            save_checkpoint(args, model, optimizer, step, ema, finished=final, elapsed_s=elapsed)
-        if out_of_time:
-            log(f"time budget of {args.time_limit} min used at step {step}: the schedule has annealed; done")
-            break
-    book.close(device)
-    if WORLD > 1:
-        dist.barrier()  # the other ranks wait here while rank 0 evaluates and saves; then all leave together
-    return {"step": step, "loss": loss}
+    with OutDirLock(args.out_dir):
+        start = starting_checkpoint(args)  # stage 0: none; later: the previous stage's (or this stage's, --resume)
+        resume = start[1] if args.resume else None
+        if resume is not None and resume.get("finished"):
+            log(f"{start[0]} is finished; nothing to resume")
+            return resume
+        apply_recipe(args, start)
+        hp = STAGES[args.stage]
+        utts = load_utterances(args)
+        model = W.load_model(start[0], device)[0] if args.resume else init_model(args, device, utts["train"], start)
+        W.set_trainable(model, args.stage)
+        log_parameters(model, args.stage)
+        batches, dev = stage_batches(args, model, utts, device)
+        shards = Shards(len(batches), args.batch_size, args.seed, RANK, WORLD, batches.lengths)
+        optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=args.lr, betas=hp["betas"],
+                                      fused=device.startswith("cuda"))
+        ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad} \
+            if hp.get("ema") else None  # the trainable weights' exponential moving average
+        step, ema = restore(resume, optimizer, ema, device, args) if resume else (0, ema)
+        raw, model = model, wrap_model(model, args, device)  # raw: the model itself; model: DDP-wrapped or not
+        amp = decode.autocast(device)  # bf16 on a GPU
+        book, loss = Logbook(args, step), float("nan")
+        last_good = stage_path(args.out_dir, args.stage) if resume else None
+        with StopOnCtrlC() as stop:
+            model.train()
+            while step < args.steps:
+                if any_rank(stop.asked, device):  # Ctrl-C: keep what is finished, then stop
+                    last_good = save_checkpoint(args, model, optimizer, step, ema, finished=False)
+                    raise KeyboardInterrupt(f"interrupted at step {step}: {last_good} holds it; continue with "
+                                            f"`python train.py --stage {args.stage} --out-dir {args.out_dir} --resume`")
+                lr = lr_at(step, args.steps, args.lr)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                loss = train_step(model, raw, batches, shards, step, args, hp, amp, device)
+                if any_rank(not math.isfinite(loss), device):  # every rank stops together
+                    diverged(args, loss, step, last_good)
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), 0.5)  # the paper's clip
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema_update(ema, raw, hp["ema"])
+                step += 1
+                logged = book.step(step, loss, lr, args.batch_size * args.grad_accum * WORLD, raw.cfg.decoder.canvas_len)
+                if is_master() and (step % args.eval_every == 0 or step == args.steps):
+                    with swap_in(raw, ema):
+                        logged.update(dev_metrics(raw, dev, args, device, amp))
+                book.write(step, loss, lr, logged)
+                if step % args.ckpt_every == 0 or step == args.steps:
+                    if any_rank(not still_finite(raw, batches, shards, step, args, hp, amp), device):
+                        diverged(args, float("nan"), step, last_good)  # this update broke the model: never saved
+                    last_good = save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps)
+        book.close(device)
+        if WORLD > 1:
+            dist.barrier()  # the other ranks wait here while rank 0 evaluates and saves; then all leave together
+        return {"step": step, "loss": loss}
 
 
 def train_step(model, raw, batches, shards, step, args, hp, amp, device) -> float:
-    """The gradients of one optimizer step, over --grad-accum micro-batches: corrupt the clean canvases with the
-    forward process (mask ratio t from the stage's range), predict the masked tokens from the rest (and the
-    audio, from stage 1 on), backpropagate the stage's loss. Returns the loss."""
-    lo, hi = hp["mask"]
+    """The gradients of one optimizer step, over --grad-accum micro-batches: the stage's loss on each,
+    backpropagated. Returns the loss."""
     total = 0.0
     for micro in range(args.grad_accum):
         idx = shards.batch_at(step * args.grad_accum + micro).to(device)
-        feats, n_frames, x0 = batches.get(idx)  # stage 0: no audio (None, None, canvases)
-        t = W.sample_mask_ratio(len(idx), lo, hi, device=device)
-        xt, masked = W.forward_process(x0, t, raw.cfg.decoder.mask_id)
         sync = nullcontext() if micro == args.grad_accum - 1 or WORLD == 1 else model.no_sync()
         with sync, amp:
-            # n_ctx: keep the batch's rounded frame count (a cut to its longest clip would bring back a new
-            # attention shape at every step, and a GPU sync)
-            ctx = None if feats is None else raw.audio_context(feats, n_frames, n_ctx=feats.shape[1])
-            logits = model(xt, ctx, where=masked)  # (N, n_out): only where the loss looks
-            y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
-            loss = W.elbo_loss(logits, y0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, y0, masked)
-            if ctx is not None and raw.ctc_head is not None:  # the auxiliary alignment signal (beyond the paper)
-                loss = loss + raw.cfg.adapter.ctc_weight * W.ctc_loss(raw, ctx, *batches.ctc_targets(idx), n_frames)
+            loss = batch_loss(model, raw, batches.get(idx), hp)
             (loss / args.grad_accum).backward()
         total += loss.item() / args.grad_accum
     return total
 
 
-def init_model(args, device, train_utts=()):
+def batch_loss(model, raw, batch, hp, generator=None):
+    """The masked-diffusion loss of one batch: corrupt the clean canvases with the forward process (mask ratio t
+    from the stage's range), predict the masked tokens from the rest (and the audio, from stage 1 on)."""
+    feats, n_frames, x0 = batch  # stage 0: no audio (None, None, canvases)
+    t = W.sample_mask_ratio(len(x0), *hp["mask"], device=x0.device, generator=generator)
+    xt, masked = W.forward_process(x0, t, raw.cfg.decoder.mask_id, generator=generator)
+    # n_ctx: keep the batch's rounded frame count (a cut to its longest clip would bring back a new attention
+    # shape at every step, and a GPU sync)
+    ctx = None if feats is None else raw.audio_context(feats, n_frames, n_ctx=feats.shape[1])
+    logits = model(xt, ctx, where=masked)  # (N, n_out): only where the loss looks
+    y0 = raw.rows(x0)  # targets as head rows (the ids themselves with the full vocabulary)
+    return W.elbo_loss(logits, y0, masked, t) if hp["elbo"] else W.masked_token_loss(logits, y0, masked)
+
+
+def init_model(args, device, train_utts, start):
     """Stage 0: a fresh decoder on the Whisper encoder. Later stages: the previous stage's checkpoint, with the
-    parts the flags add (stage 2's LoRA slots, audio layers, a CTC head) built fresh around its weights."""
+    stage's regularisers in its config and, for --lora-rank, LoRA slots built fresh around its weights."""
     if args.stage == 0:
         cfg = W.WhisfusionConfig.from_dict(W.PRESETS[args.preset].to_dict())
         window = cfg.encoder.n_audio_ctx  # the preset's encoder window (cpu: 4 s); the rest is Whisper's
@@ -149,44 +177,21 @@ def init_model(args, device, train_utts=()):
         cfg.encoder.n_audio_ctx = min(window, cfg.encoder.n_audio_ctx)
         if args.vocab_from_corpus:
             cfg.decoder.vocab = corpus_vocab(train_utts)
-        set_options(cfg, args)
         return W.build_model(cfg, whisper_sd).to(device)
-    init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
-    if not init.exists():
-        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
-                         f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
-                         f"(or pass --init PATH).")
-    model, ckpt = W.load_model(init)
-    if ckpt.get("stage") != args.stage - 1:
-        log(f"note: {init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
-    cfg, old = model.cfg, W.WhisfusionConfig.from_dict(model.cfg.to_dict())
-    set_options(cfg, args, model)
-    if cfg.lora.rank != old.lora.rank or cfg.adapter.audio_layers != old.adapter.audio_layers \
-            or bool(cfg.adapter.ctc_weight) != bool(old.adapter.ctc_weight):  # new parts: build, then load
-        state = {k: v for k, v in model.state_dict().items() if cfg.lora.rank == old.lora.rank or "lora_" not in k}
+    model = W.load_model(start[0])[0]
+    cfg = model.cfg
+    cfg.decoder.dropout, cfg.adapter.time_masks = args.dropout, args.time_masks
+    for blk in model.blocks:
+        blk.drop.p = cfg.decoder.dropout
+    if args.stage == 2 and args.lora_rank and args.lora_rank != cfg.lora.rank:  # LoRA slots: build, then load
+        cfg.lora.rank, cfg.lora.alpha = args.lora_rank, 2.0 * args.lora_rank  # alpha / rank = 2, the presets'
+        state = model.state_dict()
         model = W.build_model(cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if not (all("lora_" in k or W.is_adapter(k) for k in missing) and all(W.is_adapter(k) for k in unexpected)):
-            raise SystemExit(f"{init}: its weights do not fit the model these flags ask for (missing "
+        if unexpected or not all("lora_" in k for k in missing):
+            raise SystemExit(f"{start[0]}: its weights do not fit the model these flags ask for (missing "
                              f"{missing[:3]}, unexpected {unexpected[:3]}); pass the checkpoint of the previous stage")
     return model.to(device)
-
-
-def set_options(cfg: W.WhisfusionConfig, args, model=None):
-    """The flags that shape the model, into its config (saved with every checkpoint) and, for the regularisers,
-    into an already-built model: --feature-dropout, --dropout, --time-masks, --audio-layers, --ctc-weight and,
-    in stage 2, --lora-rank (alpha = 2 x rank keeps the update's scale alpha / rank at the presets' 2)."""
-    for section, names in ((cfg.adapter, ("feature_dropout", "time_masks", "audio_layers", "ctc_weight")),
-                           (cfg.decoder, ("dropout",))):
-        for name in names:  # each flag is named after its config field
-            if getattr(args, name) is not None:
-                setattr(section, name, getattr(args, name))
-    if args.stage == 2 and args.lora_rank is not None and args.lora_rank != cfg.lora.rank:
-        cfg.lora.rank, cfg.lora.alpha = args.lora_rank, 2.0 * args.lora_rank if args.lora_rank else cfg.lora.alpha
-    if model is not None:
-        model.feature_dropout.p = cfg.adapter.feature_dropout
-        for blk in model.blocks:
-            blk.drop.p = cfg.decoder.dropout
 
 
 def param_groups(model, weight_decay):
@@ -198,17 +203,13 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(step, args, peak, elapsed_s=0.0):
-    """Linear warm-up, then cosine down to peak * min_lr_ratio. With --time-limit, progress is the larger of
-    the step and the time fractions, so a time-budgeted run still ends fully annealed."""
-    warm = max(1, int(args.warmup * args.steps))
-    progress = step / args.steps
-    if args.time_limit:
-        progress = max(progress, elapsed_s / (60 * args.time_limit))
-    if progress < args.warmup:
-        return peak * max(step + 1, progress / args.warmup * warm) / warm
-    progress = min(1.0, (progress - args.warmup) / (1 - args.warmup))
-    return peak * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+def lr_at(step, steps, peak, warmup=0.05, min_ratio=0.1):
+    """Linear warm-up over the first 5 % of the steps, then cosine down to peak * min_ratio."""
+    warm = max(1, int(warmup * steps))
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, steps - warm))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def ema_update(ema, model, decay):
@@ -227,7 +228,7 @@ def dev_metrics(model, dev, args, device, amp):
     """Dev masked-token loss (fixed masks, t ~ the stage's range) and a quick dev WER through decode.py."""
     model.eval()
     g = torch.Generator(device=device).manual_seed(0)
-    lo, hi = STAGE_DEFAULTS[args.stage]["mask"]
+    lo, hi = STAGES[args.stage]["mask"]
     losses = []
     for i in range(0, min(len(dev), DEV_LOSS_UTTS), args.batch_size):
         idx = torch.arange(i, min(i + args.batch_size, len(dev), DEV_LOSS_UTTS), device=device)
@@ -238,8 +239,8 @@ def dev_metrics(model, dev, args, device, amp):
             logits = model(xt, None if feats is None else model.audio_context(feats, n))
         losses.append(W.masked_token_loss(logits, model.rows(x0, strict=False), masked).item())
     out = {"dev_loss": float(np.mean(losses))}
-    if args.stage > 0 and args.eval_utts:
-        utts = dev.ds.utts[:args.eval_utts]
+    if args.stage > 0:
+        utts = dev.ds.utts[:EVAL_UTTS]
         feats, n, _ = dev.get(torch.arange(len(utts), device=device))
         hyps = decode.transcribe_features(model, feats, n, decode.DecodeOptions())
         out["dev_wer"] = decode.wer([u.text for u in utts], hyps)[0]
@@ -252,7 +253,7 @@ def dev_metrics(model, dev, args, device, amp):
 def stage_batches(args, model, utts, device):
     """(training batches, dev batches): text canvases for stage 0, audio features + canvases for stages 1-2."""
     if args.stage > 0:
-        train_utts = data.speed_perturbed(utts["train"], args.speed_perturb)  # + copies at other speeds (off: none)
+        train_utts = data.speed_perturbed(utts["train"], args.speed_perturb)  # + copies at other speeds
         return (AudioBatches(model, train_utts, args.train_split, device, cache=not args.no_cache),
                 AudioBatches(model, utts["dev"], args.dev_split, device))
     L, vocab = model.cfg.decoder.canvas_len, model.cfg.decoder.vocab
@@ -318,10 +319,6 @@ class AudioBatches:
             raise SystemExit(f"no usable utterances in '{split}' (all over 30 s or the canvas)")
         self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
                                    for u in self.ds.utts]).to(device)
-        if model.ctc_head is not None:  # CTC targets (characters), only for a model with the CTC head
-            chars = [torch.tensor(W.ctc_targets(data.normalize_text(u.text))) for u in self.ds.utts]
-            self.ctc_len = torch.tensor([len(c) for c in chars], device=device)
-            self.ctc_chars = torch.nn.utils.rnn.pad_sequence(chars, batch_first=True).to(device)
         self.model, self.device, self.cached, self.lengths = model, device, cache, None
         if cache:
             self.flat, self.n_frames = cached_features(model, self.ds.utts, device)  # (frames, d), (N,)
@@ -339,11 +336,6 @@ class AudioBatches:
         mel, n, _ = data.collate([self.ds[i] for i in idx.tolist()])
         return self.model.embed_audio(mel.to(self.device)), n.to(self.device), self.canvas[idx]
 
-    def ctc_targets(self, idx):
-        """-> character targets (B, S) zero-padded, lengths (B,) for the auxiliary CTC loss."""
-        lengths = self.ctc_len[idx]
-        return self.ctc_chars[idx, :int(lengths.max())], lengths
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Plumbing (not needed to follow the curriculum): the command line, the feature cache, the batch sampler
@@ -352,60 +344,34 @@ class AudioBatches:
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", type=int, choices=[0, 1, 2], required=True, help="curriculum stage to train")
-    p.add_argument("--preset", default="default", choices=list(W.PRESETS), help="model size (stage 0 only; "
-                   "later stages take the config of their init checkpoint)")
-    p.add_argument("--size", default="default", choices=list(data.SIZES), help="TinySpeech corpus size")
+    p.add_argument("--preset", default=None, choices=list(W.PRESETS), help="model size and its recipe (RECIPES): "
+                   "default (one GPU), cpu (make demo) or tiny (tests); stages 1-2 take their init checkpoint's")
+    p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus (default: the "
+                   "recipe's)")
     p.add_argument("--train-split", default="train", help="split name, LibriSpeech folder or .tsv manifest")
     p.add_argument("--dev-split", default="dev", help="split for the dev loss and dev WER")
-    p.add_argument("--whisper", default=None, help="Whisper checkpoint for the encoder (tiny.en, base, .pt); "
-                   "default: the preset's (base for `default`, tiny.en for the CPU presets, small for `paper`, "
-                   "which only openai-whisper's download can fetch)")
+    p.add_argument("--whisper", default=None, help="stage 0: Whisper checkpoint for the encoder (tiny.en, base or "
+                   "a .pt); default: the preset's (base for default, tiny.en for cpu and tiny)")
     p.add_argument("--out-dir", default="checkpoints", help="where stage{N}.pt and logs are written")
     p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
     p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")
     p.add_argument("--overwrite", action="store_true", help="start OUT_DIR/stage{N}.pt again from scratch, "
                    "replacing the one there (without it, an existing stage{N}.pt is never overwritten)")
-    p.add_argument("--steps", type=data.positive_int, default=3000, help="optimizer steps")
-    p.add_argument("--time-limit", type=data.nonneg_float, default=0, help="a budget in minutes: the schedule "
-                   "anneals by whichever of --steps and the time limit comes first, and the run ends there; 0 = "
-                   "off. A resumed run continues the clock where its checkpoint stopped")
-    p.add_argument("--batch-size", type=data.positive_int, default=64, help="utterances per step per process")
-    p.add_argument("--grad-accum", type=data.positive_int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=data.positive_float, default=None, help="peak learning rate (default per stage)")
-    p.add_argument("--warmup", type=data.unit_float, default=0.05, help="share of the steps spent in linear "
-                   "warm-up")
-    p.add_argument("--min-lr-ratio", type=data.closed_unit_float, default=0.1, help="the cosine ends at lr * this")
-    p.add_argument("--clip", type=data.positive_float, default=0.5, help="gradient-norm clip (paper: 0.5)")
-    p.add_argument("--lora-rank", type=data.nonneg_int, default=None, help="stage 2: LoRA rank; 0 = full "
-                   "fine-tune (paper)")
-    p.add_argument("--ema", type=data.unit_float, default=0.995, help="stage 2: EMA decay of the trainable "
-                   "weights; 0 = off")
-    p.add_argument("--feature-dropout", type=data.unit_float, default=None, help="dropout on audio features "
-                   "(regulariser)")
-    p.add_argument("--dropout", type=data.unit_float, default=None, help="dropout on the decoder's residual "
-                   "branches")
-    p.add_argument("--time-masks", type=data.nonneg_int, default=None, help="SpecAugment-style time masks per "
-                   "utterance on the encoder features (stages 1-2; regulariser)")
-    p.add_argument("--ctc-weight", type=data.nonneg_float, default=None, help="weight of the auxiliary CTC loss "
-                   "on the adapted audio features (stages 1-2; 0 = off, the paper)")
-    p.add_argument("--speed-perturb", type=data.speed_factors, default=(), help="stages 1-2: also train on "
-                   "every training utterance played at these speeds, e.g. 0.9,1.1 (then 3x the audio in the "
-                   "feature cache; off by default)")
-    p.add_argument("--audio-layers", type=data.nonneg_int, default=None, help="trainable transformer layers over "
-                   "the audio features before the adapter's K/V (0 = none, the paper)")
-    p.add_argument("--vocab-from-corpus", action="store_true", help="stage 0: the decoder reads and writes only "
-                   "the tokens of the training transcripts (+ sot, eot): a small output layer for a narrow task "
-                   "such as --size numbers; the list is saved in the checkpoint's config (decoder.vocab)")
+    p.add_argument("--steps", type=data.bounded_int(1, 10**7), default=None, help="optimizer steps (default: "
+                   "the recipe's)")
+    p.add_argument("--batch-size", type=data.bounded_int(1, 4096), default=None, help="utterances per step per "
+                   "process (default: the recipe's)")
+    p.add_argument("--grad-accum", type=data.bounded_int(1, 1024), default=1, help="micro-batches per step")
+    p.add_argument("--lr", type=data.positive_float, default=None, help="peak learning rate (default: the "
+                   "recipe's)")
+    p.add_argument("--lora-rank", type=data.bounded_int(0, 1024), default=None, help="stage 2: train LoRA "
+                   "adapters of this rank instead of the whole decoder (0 = the paper's full fine-tune)")
     p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
                    "its features once (slower; for data too large to cache)")
-    p.add_argument("--log-every", type=data.positive_int, default=50, help="steps between log lines")
     p.add_argument("--eval-every", type=data.positive_int, default=500, help="steps between dev loss / dev WER")
-    p.add_argument("--eval-utts", type=data.nonneg_int, default=64, help="dev utterances for the quick dev WER "
-                   "(0 = dev loss only)")
     p.add_argument("--ckpt-every", type=data.positive_int, default=500, help="steps between checkpoints")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=int, default=1337, help="random seed")
+    p.add_argument("--seed", type=data.nonneg_int, default=1337, help="random seed")
     args = p.parse_args(argv)
     check_args(p, args)
     return args
@@ -416,15 +382,102 @@ def check_args(p, args):
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite contradict each other: --resume continues OUT_DIR/stage{N}.pt, "
                 "--overwrite starts it again; pass one")
-    if args.stage == 0 and args.speed_perturb:
-        p.error("--speed-perturb is for stages 1 and 2 (stage 0 trains on text only)")
     if args.stage == 0 and args.init:
         p.error("--init is for stages 1 and 2 (stage 0 starts fresh from --whisper and --preset)")
+    if args.stage > 0 and args.whisper:
+        p.error("--whisper is for stage 0: stages 1 and 2 keep the encoder of the checkpoint they start from")
+    if args.stage != 2 and args.lora_rank is not None:
+        p.error("--lora-rank is for stage 2 (the stage that fine-tunes the decoder)")
     if problem := data.device_problem(args.device):
         p.error(problem)
-    out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        p.error(f"--out-dir {out} is a file, not a folder: pass a folder (it is created when missing)")
+    if problem := data.path_problem(args.out_dir, "--out-dir"):
+        p.error(problem)
+
+
+def starting_checkpoint(args) -> tuple[Path, dict] | None:
+    """The checkpoint this stage starts from, (path, checkpoint): --resume: this stage's own; stage 0: none;
+    otherwise --init or the previous stage's, which must be finished (unless given with --init)."""
+    own = stage_path(args.out_dir, args.stage)
+    if args.resume:
+        if not own.is_file():
+            raise SystemExit(f"--resume: {own} does not exist; start without --resume")
+        return own, W.read_checkpoint(own)
+    if own.exists() and not args.overwrite:
+        raise SystemExit(f"{own} exists: pass --resume to continue it or --overwrite to start again (or choose "
+                         f"another --out-dir)")
+    if args.stage == 0:
+        return None
+    init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
+    if not init.exists():
+        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
+                         f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
+                         f"(or pass --init PATH).")
+    ckpt = W.read_checkpoint(init)
+    if ckpt.get("stage") != args.stage - 1:
+        data.warn(f"{init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
+    if msg := W.unfinished_note(init, ckpt):
+        if not args.init:
+            raise SystemExit(msg + ", or pass it as --init to start from it as it is")
+        data.warn(msg)
+    return init, ckpt
+
+
+def apply_recipe(args, start):
+    """Fill what the command line left open from RECIPES[preset][stage]. The preset is stage 0's --preset
+    (default: "default"); a later stage takes the one its checkpoint was trained with, and a --resume may not
+    change what shapes the model."""
+    saved = (start[1].get("args") or {}) if start else {}
+    preset = args.preset or saved.get("preset") or (start and preset_of(start[1].get("config"))) or "default"
+    if start and saved.get("preset") and args.preset and args.preset != saved["preset"]:
+        raise SystemExit(f"--preset {args.preset}, but {start[0]} was trained with --preset {saved['preset']}: "
+                         f"stage {args.stage} continues its checkpoint's preset; leave --preset out")
+    if args.resume:
+        cfg = start[1].get("config", {})
+        for flag, now, then in (("--whisper", args.whisper, cfg.get("whisper")),
+                                ("--lora-rank", args.lora_rank, cfg.get("lora", {}).get("rank"))):
+            if now is not None and now != then:
+                raise SystemExit(f"--resume: {flag} {now} would change the model {start[0]} holds ({then}); "
+                                 f"leave it out, or start the stage again with --overwrite")
+    args.preset = preset
+    recipe = {"speed_perturb": (), "dropout": 0.0, "time_masks": 0, "vocab_from_corpus": False,
+              "lr": STAGES[args.stage]["lr"], **RECIPES[preset][args.stage]}
+    for key, value in recipe.items():
+        if getattr(args, key, None) is None or key not in vars(args):
+            setattr(args, key, value)
+
+
+def preset_of(config) -> str | None:
+    """The preset whose decoder has this config's shape (for a checkpoint that does not name its preset)."""
+    shape = ("n_layer", "n_embd", "canvas_len")
+    decoder = (config or {}).get("decoder") or {}
+    return next((name for name, c in W.PRESETS.items()
+                 if all(getattr(c.decoder, k) == decoder.get(k) for k in shape)), None)
+
+
+def diverged(args, loss, step, last_good):
+    """Stop on a non-finite loss, naming the last checkpoint written from a healthy state (or saying there is
+    none) and the command that goes on from it."""
+    where = f"the last good checkpoint is {last_good}; continue from it with a lower learning rate: `python " \
+            f"train.py --stage {args.stage} --out-dir {args.out_dir} --resume --lr {args.lr / 10:g}`" if last_good \
+        else f"no checkpoint of this stage was written; start it again with a lower learning rate: `python " \
+             f"train.py --stage {args.stage} --out-dir {args.out_dir} --overwrite --lr {args.lr / 10:g}`"
+    raise SystemExit(f"loss is {loss} at step {step} (the training diverged at --lr {args.lr:g}): stopping; {where}")
+
+
+@torch.no_grad()
+def still_finite(model, batches, shards, step, args, hp, amp) -> bool:
+    """Finite weights that still give a finite loss on the next batch: a checkpoint is written only then, so an
+    update that blew the weights up is never saved as a 'good' state. A private generator leaves the training's
+    random numbers alone."""
+    if not all(p.isfinite().all() for p in model.parameters() if p.requires_grad):
+        return False
+    idx = shards.batch_at(step * args.grad_accum).to(next(model.parameters()).device)
+    g = torch.Generator(device=idx.device).manual_seed(step)
+    model.eval()  # no dropout or time masks: they would draw from the training's random numbers
+    with amp:
+        loss = batch_loss(model, model, batches.get(idx), hp, generator=g).item()
+    model.train()
+    return math.isfinite(loss)
 
 
 def corpus_vocab(utts) -> tuple:
@@ -578,17 +631,6 @@ def setup_distributed(args):
     return args.device
 
 
-def shared_elapsed(t_start, device) -> float:
-    """Seconds since t_start by rank 0's clock, the same number on every rank: the learning rate and the
-    --time-limit decision must agree, or one rank leaves the loop while another waits in a collective."""
-    s = time.time() - t_start
-    if WORLD > 1:
-        t = torch.tensor([s], dtype=torch.float64, device=device)
-        dist.broadcast(t, 0)
-        s = t.item()
-    return s
-
-
 def any_rank(flag: bool, device) -> bool:
     """True on every rank when it is true on any (e.g. a non-finite loss): all ranks stop together."""
     if WORLD == 1:
@@ -614,13 +656,6 @@ def set_rng_state(s):
         torch.cuda.set_rng_state(s["cuda"])
 
 
-def check_out_dir(args):
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    if stage_path(args.out_dir, args.stage).exists() and not (args.resume or args.overwrite):
-        raise SystemExit(f"{stage_path(args.out_dir, args.stage)} exists: pass --resume to continue it or --overwrite "
-                         f"to start again (or choose another --out-dir)")
-
-
 def load_utterances(args) -> dict:
     """The train and dev utterances a stage needs (stage 0 reads text only, and the training transcripts only
     for --vocab-from-corpus)."""
@@ -636,9 +671,7 @@ def log_parameters(model, stage):
 
 
 def wrap_model(model, args, device):
-    """torch.compile (--compile) and DistributedDataParallel (torchrun) around the model."""
-    if args.compile:
-        model = torch.compile(model)
+    """DistributedDataParallel around the model under torchrun; the model itself otherwise."""
     if WORLD > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(os.environ["LOCAL_RANK"])]
                                                           if device.startswith("cuda") else None)
@@ -655,76 +688,141 @@ def stage_path(out_dir, stage):
     return Path(out_dir) / f"stage{stage}.pt"
 
 
-def load_resume(args, device):
-    """--resume: the model and the checkpoint of an interrupted stage."""
-    if not stage_path(args.out_dir, args.stage).is_file():
-        raise SystemExit(f"--resume: {stage_path(args.out_dir, args.stage)} does not exist; start without --resume")
-    return W.load_model(stage_path(args.out_dir, args.stage), device)
-
-
-RESUME_FLAGS = ("batch_size", "grad_accum", "steps", "time_limit", "lr", "warmup", "min_lr_ratio", "seed", "size",
-                "train_split", "speed_perturb")  # what decides a run's data order and schedule
+RESUME_FLAGS = ("batch_size", "grad_accum", "steps", "lr", "seed", "size", "train_split")  # what decides a
+# run's data order and schedule
 
 
 def restore(ckpt, optimizer, ema, device, args):
-    """Where an interrupted stage stopped: optimizer state and RNG restored; returns step, seconds spent, EMA.
-    Flags that decide the data order or the schedule and differ from the interrupted run's get a warning."""
+    """Where an interrupted stage stopped: optimizer state and RNG restored; returns step and EMA. Flags that
+    decide the data order or the schedule and differ from the interrupted run's get a warning."""
     before = ckpt.get("args") or {}
-    plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731 (a checkpoint may hold a list)
     changed = [f"--{k.replace('_', '-')} {before[k]} -> {getattr(args, k)}" for k in RESUME_FLAGS
-               if k in before and plain(before[k]) != plain(getattr(args, k))]
+               if k in before and before[k] != getattr(args, k)]
     if changed:
         data.warn(f"--resume with other flags than the interrupted run ({', '.join(changed)}): it goes on with "
                   f"the new ones, so it will not end where the uninterrupted run would")
     optimizer.load_state_dict(ckpt["optimizer"])
-    step, elapsed = ckpt["step"], ckpt.get("elapsed_s", 0.0)
     ema = {k: v.to(device) for k, v in ckpt["ema"].items()} if ckpt.get("ema") else ema
     set_rng_state(ckpt["rng"])
-    log(f"resumed at step {step}" + (f", {elapsed:.0f} s of the time budget spent" if args.time_limit else ""))
-    return step, elapsed, ema
+    log(f"resumed at step {ckpt['step']}")
+    return ckpt["step"], ema
 
 
-def save_checkpoint(args, model, optimizer, step, ema, finished, elapsed_s=0.0):
-    """Everything needed to continue: model, optimizer, step, config, stage, RNG, EMA and the training seconds
-    spent (a resumed --time-limit run continues that clock); written atomically."""
-    if not is_master():
-        return
-    raw = model.module if hasattr(model, "module") else model
-    W.save_model(stage_path(args.out_dir, args.stage), raw, optimizer=optimizer.state_dict(), step=step,
-                 stage=args.stage, args=vars(args), rng=rng_state(), ema=ema, finished=finished,
-                 elapsed_s=elapsed_s)
+def save_checkpoint(args, model, optimizer, step, ema, finished) -> Path:
+    """Everything needed to continue: model, optimizer, step, config, stage, whether the stage is finished, RNG
+    (the state the next step starts from) and EMA; written atomically. Returns its path."""
+    path = stage_path(args.out_dir, args.stage)
+    if is_master():
+        raw = model.module if hasattr(model, "module") else model
+        W.save_model(path, raw, optimizer=optimizer.state_dict(), step=step, stage=args.stage, args=vars(args),
+                     rng=rng_state(), ema=ema, finished=finished)
+    return path
+
+
+class OutDirLock:
+    """One training run per --out-dir at a time: OUT_DIR/train.lock holds the holder's pid and host, made with
+    O_EXCL so two runs cannot both take it. A lock whose process is gone (same host) is stale and taken over."""
+
+    def __init__(self, out_dir):
+        self.path, self.held = Path(out_dir) / "train.lock", False
+
+    def __enter__(self):
+        if not is_master():
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid, _, host = self.path.read_text().strip().partition(" ")
+                if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+                    data.warn(f"{self.path}: a stale lock of process {pid}, which has ended; taking it over")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise SystemExit(f"{self.path.parent} is in use by another training run (process {pid} on {host}): "
+                                 f"wait for it, or choose another --out-dir. If no such run exists, delete "
+                                 f"{self.path}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            self.held = True
+            return self
+        raise SystemExit(f"{self.path}: could not take the lock; delete it and run again")
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+class StopOnCtrlC:
+    """The first Ctrl-C asks the loop to stop at the end of the current step (it then saves a checkpoint); a
+    second one stops at once. Only the main thread can install a signal handler: elsewhere it does nothing."""
+
+    def __init__(self):
+        self.asked = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._ask)
+        except ValueError:  # not the main thread
+            self.previous = None
+
+    def _ask(self, *_):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        log("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 class Logbook:
-    """The progress bar, and one CSV row (stageN_log.csv) per --log-every steps (throughput) or dev evaluation."""
-    FIELDS = ["step", "loss", "lr", "dev_loss", "dev_wer", "utt_per_s", "elapsed_s"]
+    """The progress bar, and one CSV row (stageN_log.csv) per LOG_EVERY steps (throughput) or dev evaluation.
+    A fresh start keeps an earlier run's log as stageN_log.prev.csv."""
+    FIELDS = ["step", "loss", "lr", "dev_loss", "dev_wer", "utt_per_s"]
+    LOG_EVERY = 50
 
     def __init__(self, args, step):
         from tqdm import tqdm
         self.args, self.path = args, Path(args.out_dir) / f"stage{args.stage}_log.csv"
         if is_master() and (step == 0 or not self.path.exists()):
-            self.path.write_text(",".join(self.FIELDS) + "\n")
+            if self.path.exists():
+                os.replace(self.path, self.path.with_suffix(".prev.csv"))
+            W.atomic_write(self.path, lambda tmp: tmp.write_text(",".join(self.FIELDS) + "\n"))
         self.bar = tqdm(total=args.steps, initial=step, disable=not is_master(), desc=f"stage {args.stage}")
         self.t_last, self.seen = time.time(), 0
 
     def step(self, step, loss, lr, n_utts, canvas_len) -> dict:
-        """Count the step; -> what this step logs: the throughput every --log-every steps, else nothing."""
+        """Count the step; -> what this step logs: the throughput every LOG_EVERY steps, else nothing."""
         self.seen += n_utts
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
         row = {}
-        if step % self.args.log_every == 0 or step == self.args.steps:
+        if step % self.LOG_EVERY == 0 or step == self.args.steps:
             rate = self.seen / (time.time() - self.t_last)
             self.t_last, self.seen = time.time(), 0
             row["utt_per_s"] = round(rate, 1)
             log(f"throughput {rate:.0f} utterances/s = {rate * canvas_len:.0f} canvas tokens/s")
         return row
 
-    def write(self, step, loss, lr, logged, elapsed_s):
+    def write(self, step, loss, lr, logged):
         """One CSV row and console line, when this step logged something (throughput or dev metrics)."""
         if not is_master() or not logged:
             return
-        row = {"step": step, "loss": round(loss, 4), "lr": lr, **logged, "elapsed_s": round(elapsed_s, 1)}
+        row = {"step": step, "loss": round(loss, 4), "lr": lr, **logged}
         self.bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         with open(self.path, "a") as f:
             csv.DictWriter(f, self.FIELDS).writerow(row)
@@ -762,6 +860,9 @@ def main(argv=None):
     args = get_args(argv)
     try:
         return train(args)
+    except KeyboardInterrupt as e:  # Ctrl-C: the loop saved what was finished (StopOnCtrlC); say where it is
+        raise SystemExit(str(e) or f"interrupted (Ctrl-C); the last checkpoint in {args.out_dir} is intact: "
+                                   f"continue with --resume") from None
     except torch.cuda.OutOfMemoryError:
         raise SystemExit(f"out of GPU memory at --batch-size {args.batch_size}: try --batch-size "
                          f"{max(1, args.batch_size // 2)} --grad-accum {args.grad_accum * 2}") from None
@@ -774,6 +875,11 @@ def main(argv=None):
     except OSError as e:  # a read-only folder, a file where a folder should be, a full disk
         raise SystemExit(f"error: {data.os_error(e, f'--out-dir {args.out_dir} or the data folder {data.DATA_DIR}')}"
                          ) from None
+    except RuntimeError as e:  # the CPU allocator's failure (a GPU's is OutOfMemoryError)
+        if "alloc" not in str(e).lower():
+            raise
+        raise SystemExit(f"out of memory at --batch-size {args.batch_size} ({str(e).splitlines()[0][:80]}): try "
+                         f"--batch-size {max(1, args.batch_size // 2)} --grad-accum {args.grad_accum * 2}") from None
     finally:
         if dist.is_available() and dist.is_initialized():
             # the DDP wrapper sits in a reference cycle, so it outlives train(): free it (its gradient reducer

@@ -54,15 +54,11 @@ class AdapterConfig:
     feature_dropout: float = 0.0  # dropout on the audio features in training (a regulariser; not in the paper)
     time_masks: int = 0  # training only: per utterance, this many spans of frames zeroed (SpecAugment's time
     time_mask_frames: int = 25  # masking, on the encoder features); each span up to this many frames (0.5 s)
-    # Beyond the paper (README "Differences"): trainable transformer layers over the projected audio features,
-    # and an auxiliary CTC loss on their output (characters), which teaches the audio side where the words are.
-    audio_layers: int = 0
-    ctc_weight: float = 0.0  # 0 = no CTC head (the paper); ESPnet's joint CTC/attention recipes use 0.3
 
 
 @dataclass
 class LoRAConfig:
-    rank: int = 16  # 0 = no LoRA: stage 2 then fine-tunes the whole decoder, as the paper does
+    rank: int = 0  # 0 = no LoRA: stage 2 fine-tunes the whole decoder, as the paper does (the recipe)
     alpha: float = 32.0  # the update is scaled by alpha / rank
     targets: tuple = ("attn.qkv", "attn.proj", "mlp.w1", "mlp.w2", "mlp.w3")
 
@@ -94,21 +90,17 @@ PRESETS = {
     "tiny": WhisfusionConfig(decoder=DecoderConfig(n_layer=2, n_head=2, n_embd=64, n_mlp=176, canvas_len=64),
                              lora=LoRAConfig(rank=4, alpha=8.0)),
     # the GPU recipe: 8 x 512, about 87 M parameters with the 51k-token embedding and head, on Whisper-base's
-    # encoder (README Results, "The current recipe": 8 points of test WER better than tiny.en's at the same
-    # training time). train.py reads the encoder's dims from the Whisper checkpoint; the preset states them too,
-    # so that a model built from it alone (a benchmark, a test) has the trained model's shapes
+    # encoder (the largest Whisper encoder that can be had offline). train.py reads the encoder's dims from the
+    # Whisper checkpoint; the preset states them too, so that a model built from it alone (a benchmark, a test)
+    # has the trained model's shapes
     "default": WhisfusionConfig(encoder=EncoderConfig(n_audio_state=512, n_audio_head=8, n_audio_layer=6),
                                 adapter=AdapterConfig(feature_dropout=0.1), whisper="base"),
-    # the CPU task (TinySpeech `numbers`, README "CPU demo"): 4 x 128, a 16-token canvas, the tiny.en encoder run
-    # on a 4 s window instead of 30 s (about 8x less encoder work; every clip of the task is shorter) and, with
-    # `train.py --vocab-from-corpus`, an output layer over only the tokens of the training transcripts
+    # the CPU task (TinySpeech `numbers`, `make demo`): 4 x 128, a 16-token canvas, the tiny.en encoder run on a
+    # 4 s window instead of 30 s (about 8x less encoder work; every clip of the task is shorter) and an output
+    # layer over only the tokens of the training transcripts (train.py's cpu recipe fills decoder.vocab)
     "cpu": WhisfusionConfig(encoder=EncoderConfig(n_audio_ctx=200),
                             decoder=DecoderConfig(n_layer=4, n_head=4, n_embd=128, n_mlp=352, canvas_len=16),
-                            lora=LoRAConfig(rank=0)),
-    # the SMDM-170M shape the paper used, meant for a Whisper-small encoder (768 wide: no projection needed)
-    "paper": WhisfusionConfig(encoder=EncoderConfig(n_audio_state=768, n_audio_head=12, n_audio_layer=12),
-                              decoder=DecoderConfig(n_layer=18, n_head=12, n_embd=768, n_mlp=3072, canvas_len=256),
-                              lora=LoRAConfig(rank=0), whisper="small"),
+                            whisper="tiny.en"),
 }
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,11 +109,9 @@ PRESETS = {
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * w, in fp32 (fp16/bf16 can overflow the mean of squares).
 
-    F.rms_norm computes exactly that formula (a test checks it) in one pass over x on the GPU (0.17 ms for
-    123k x 512 at batch 64 x K=15 on an H200, where the five-op version made five passes). On a GPU it computes
-    in fp32 whatever x's dtype and rounds once, so a bf16 x (decoding) goes in as it is: the same numbers as
-    x.float() in and the result rounded back (a GPU test checks it), without those two copies (10 % of a
-    batched decode on an H100)."""
+    F.rms_norm computes exactly that formula (a test checks it) in one pass over x. On a GPU it computes in
+    fp32 whatever x's dtype and rounds once, so a bf16 x (decoding) goes in as it is, without the two copies
+    that x.float() and the cast back would make (a GPU test checks the numbers are the same)."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -149,10 +139,7 @@ def apply_rope(x, cos, sin):
 
 
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention with RoPE; no causal mask: every token sees the whole canvas.
-
-    Over audio frames (the optional audio layers) there is no RoPE (Whisper's features carry their positions)
-    and a key mask (B, 1, 1, T) hides the padding frames."""
+    """Bidirectional multi-head self-attention with RoPE; no causal mask: every token sees the whole canvas."""
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
@@ -160,12 +147,12 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos=None, sin=None, mask=None):
+    def forward(self, x, cos, sin):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-        q, k = apply_rope(qkv[:2], cos, sin) if cos is not None else qkv[:2]  # rotated together: (B, nh, T, hs)
+        q, k = apply_rope(qkv[:2], cos, sin)  # rotated together: (B, nh, T, hs)
         v = qkv[2]  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
@@ -233,19 +220,6 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm_2(x)))
 
 
-class AudioBlock(nn.Module):
-    """One pre-norm transformer layer over the projected audio features: self-attention + MLP (no text)."""
-
-    def __init__(self, cfg: DecoderConfig):
-        super().__init__()
-        self.norm_1, self.attn = RMSNorm(cfg.n_embd, cfg.norm_eps), SelfAttention(cfg)
-        self.norm_2, self.mlp = RMSNorm(cfg.n_embd, cfg.norm_eps), SwiGLU(cfg)
-
-    def forward(self, x, mask=None):
-        x = x + self.attn(self.norm_1(x), mask=mask)
-        return x + self.mlp(self.norm_2(x))
-
-
 def time_mask(features, n_masks: int, max_frames: int, n_frames=None):
     """SpecAugment's time masking, on encoder features (B, Ta, d): per utterance, n_masks spans of up to
     max_frames frames, placed uniformly inside the frames that hold audio, are zeroed."""
@@ -267,18 +241,15 @@ def repeat_rows(t, n: int):
 class AudioContext:
     """What the decoder needs of one batch of utterances: per-block (k, v) and the frame mask.
 
-    kv[i] = (k, v), each (B, nh, Ta, hs); mask (B, 1, 1, Ta) bool or None (all frames hold audio);
-    audio (B, Ta, C): the adapted features the K/V came from (the CTC head reads them in training)."""
+    kv[i] = (k, v), each (B, nh, Ta, hs); mask (B, 1, 1, Ta) bool or None (all frames hold audio)."""
     kv: list
     mask: torch.Tensor | None
-    audio: torch.Tensor | None = None
     rows_per_utterance: int = 1  # canvas rows (candidates) per utterance: B*n rows of text against B of audio
 
     def repeat(self, n: int) -> "AudioContext":
         """The context for n canvas rows per utterance, in a row (B*n candidates). Nothing is copied or
-        recomputed: cross-attention folds the n rows into its queries (`CrossAttention.forward`). Copying the
-        K/V instead (B*n rows) wrote 24 GB at batch 64 x K=15 over 30 s of audio (8 layers, bf16), read again by every
-        step."""
+        recomputed: cross-attention folds the n rows into its queries (`CrossAttention.forward`), where copies of
+        the K/V (B*n rows) would multiply the largest tensors of decoding by n and be read again at every step."""
         return replace(self, rows_per_utterance=self.rows_per_utterance * n)
 
 # ----------------------------------------------------------------------------------------------------------
@@ -297,8 +268,6 @@ class Whisfusion(nn.Module):
         self.audio_proj = nn.Linear(e.n_audio_state, d.n_embd, bias=False) if e.n_audio_state != d.n_embd \
             else nn.Identity()
         self.feature_dropout = nn.Dropout(cfg.adapter.feature_dropout)
-        self.audio_layers = nn.ModuleList([AudioBlock(d) for _ in range(cfg.adapter.audio_layers)])
-        self.ctc_head = nn.Linear(d.n_embd, len(CTC_ALPHABET) + 1) if cfg.adapter.ctc_weight else None  # + blank
         n_out = len(d.vocab) or d.vocab_size  # rows of the head: every Whisper id, or only those of `vocab`
         self.wte = nn.Embedding(n_out + 1, d.n_embd)  # + 1 row: [MASK]
         self.blocks = nn.ModuleList([Block(d) for _ in range(d.n_layer)])
@@ -378,9 +347,7 @@ class Whisfusion(nn.Module):
         if self.training and self.cfg.adapter.time_masks:
             features = time_mask(features, self.cfg.adapter.time_masks, self.cfg.adapter.time_mask_frames, n_frames)
         audio = self.feature_dropout(self.audio_proj(features.to(self.wte.weight.dtype)))  # (B, Ta, n_embd)
-        for layer in self.audio_layers:
-            audio = layer(audio, mask)
-        return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask, audio)
+        return AudioContext([blk.cross_attn.audio_kv(audio) for blk in self.blocks], mask)
 
     def forward(self, tokens, ctx: AudioContext | None = None, where=None):
         """tokens (B, L) Whisper ids with [MASK] at the positions to predict -> logits (B, L, n_out) over the
@@ -403,7 +370,7 @@ class Whisfusion(nn.Module):
 # Parameter groups: which parts train in which stage
 
 def is_adapter(name: str) -> bool:
-    return "cross_attn" in name or "norm_cross" in name or name.startswith(("audio_proj", "audio_layers", "ctc_head"))
+    return "cross_attn" in name or "norm_cross" in name or name.startswith("audio_proj")
 
 
 def set_trainable(model: Whisfusion, stage: int):
@@ -439,9 +406,7 @@ def expected_param_counts(cfg: WhisfusionConfig) -> dict:
         + 4 * e.n_audio_state  # attn (q,k,v,out; 3 biases) + mlp (2 linears, biases) + 2 layer norms
     encoder = e.n_mels * e.n_audio_state * 3 + e.n_audio_state + e.n_audio_state**2 * 3 + e.n_audio_state \
         + e.n_audio_layer * enc_block + 2 * e.n_audio_state  # convs + blocks + ln_post (positions: a buffer)
-    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0) \
-        + cfg.adapter.audio_layers * (4 * C * C + 3 * C * d.n_mlp + 2 * C) \
-        + ((C + 1) * (len(CTC_ALPHABET) + 1) if cfg.adapter.ctc_weight else 0)
+    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0)
     V = len(d.vocab) or d.vocab_size
     decoder = (V + 1) * C + V * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
     return {"encoder": encoder, "adapter": adapter, "decoder": decoder}
@@ -553,28 +518,6 @@ def elbo_loss(logits, x0, masked, t):
     return (ce * inv_t).sum() / x0.numel()
 
 # ----------------------------------------------------------------------------------------------------------
-# Auxiliary CTC on the adapted audio features (beyond the paper; Mask-CTC and joint CTC/attention ASR)
-#
-# The masked-token loss teaches cross-attention where a word is only indirectly, through the decoder. A CTC
-# head on the adapter's audio features must read every character off the frames in order, which is a direct,
-# monotonic alignment signal for the audio side; the text decoder is unchanged. Characters, not BPE tokens:
-# 29 outputs instead of 51,864, and far fewer classes to learn from a small corpus.
-
-CTC_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # the normalised transcripts' characters; class 0 is the blank
-
-
-def ctc_targets(text: str) -> list[int]:
-    """A normalised transcript -> CTC class ids (1..28); other characters are dropped."""
-    return [CTC_ALPHABET.index(c) + 1 for c in text if c in CTC_ALPHABET]
-
-
-def ctc_loss(model: "Whisfusion", ctx: AudioContext, targets, target_lengths, n_frames):
-    """CTC over the frames that hold audio. targets (B, S) padded, target_lengths (B,), n_frames (B,)."""
-    log_probs = model.ctc_head(ctx.audio).float().log_softmax(-1)  # (B, Ta, 29)
-    return F.ctc_loss(log_probs.transpose(0, 1), targets, n_frames.clamp_max(log_probs.shape[1]), target_lengths,
-                      blank=0, zero_infinity=True)  # zero_infinity: a transcript too long for its audio adds 0
-
-# ----------------------------------------------------------------------------------------------------------
 # Building and checkpoints
 
 def build_model(cfg: WhisfusionConfig, encoder_weights: dict | None = None) -> Whisfusion:
@@ -623,17 +566,66 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what to pass instead."""
 
 
+class WriteError(OSError):
+    """A file that could not be written (a read-only folder, a full disk, a name too long, ...); str() is one
+    line naming the file and the fix. An OSError, so `except OSError` catches it."""
+
+    def __str__(self):
+        return os_problem(self)
+
+
+def os_problem(e: OSError) -> str:
+    """An OSError as one line: the file, what happened, and the fix where the errno tells it."""
+    import errno
+    fixes = {errno.EACCES: "make it writable or choose another folder",
+             errno.EPERM: "make it writable or choose another folder",
+             errno.EROFS: "choose another folder or make it writable",
+             errno.ENOSPC: "free some space or choose another folder",
+             errno.EDQUOT: "free some space or choose another folder",
+             errno.EFBIG: "raise the file size limit (ulimit -f) or choose another folder",
+             errno.ENAMETOOLONG: "use a shorter name",
+             errno.ENOTDIR: "a file stands where a folder should be: choose another path",
+             errno.EEXIST: "a file stands where a folder should be: choose another path",
+             errno.EISDIR: "a folder stands at that path: choose another name",
+             errno.ENOENT: "check the path: a folder on it may be missing"}
+    what = e.strerror or (str(e.args[0]) if e.args else type(e).__name__)
+    return ": ".join(str(s) for s in (e.filename, what, fixes.get(e.errno)) if s)
+
+
+def _os_error_behind(tmp):
+    """The OSError behind a C++ writer's RuntimeError (torch.save says only "cannot be opened" or "write
+    failed"): extending the same file from Python fails the same way, with the errno. None if it does not."""
+    try:
+        with open(tmp, "ab") as f:
+            f.write(bytes(1 << 20))  # more than a full disk has left after the writer's failure
+    except OSError as e:
+        return e
+    return None
+
+
 def atomic_write(path, write):
     """write(tmp) into a temporary file named after this process, then rename it to path: a crash never leaves a
-    half-written file, and two runs writing the same path never share a temporary file."""
+    half-written file, and two runs writing the same path never share a temporary file. Every failure, an
+    OSError or a writer's RuntimeError, is a WriteError naming path; the previous file at path stays as it was."""
     import os
     from pathlib import Path
     tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(e.errno, e.strerror or str(e), str(path)) from None
+    except RuntimeError as e:  # torch.save, soundfile: a message without the errno
+        if (cause := _os_error_behind(tmp)) is None:
+            reason = str(e).strip().partition("\n")[0] or type(e).__name__
+            raise WriteError(None, f"cannot be written ({reason}): check that its folder is writable and has "
+                                   f"free space", str(path)) from None
+        raise WriteError(cause.errno, cause.strerror, str(path)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a name too long or a folder that takes no files: no temporary file was made
+            pass
 
 
 def atomic_save(obj, path):
@@ -703,3 +695,36 @@ def load_model(path, device="cpu", expect: WhisfusionConfig | None = None) -> tu
         raise CheckpointError(f"{path}: its weights do not fit its config ({first[-1].strip() if first else e}): "
                               f"the file is damaged or from another version; retrain it") from None
     return model.to(device), ckpt
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """Names of the model's floating-point tensors (parameters and buffers) that hold NaN or inf."""
+    return [n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+
+
+def checkpoint_problem(path, ckpt: dict, model=None, stages=None) -> str | None:
+    """Why a loaded checkpoint must not be used, as one line naming the file and the fix, or None: weights with
+    NaN or inf (`model`, as the caller will use it: EMA weights copied in), or a stage not in `stages`. A
+    checkpoint that does not say its stage passes: it cannot be told."""
+    if model is not None and (bad := nonfinite_parameters(model)):
+        return (f"{path}: its weights hold NaN or inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                f"the training diverged; train that stage again with a lower --lr")
+    stage = ckpt.get("stage")
+    if stages is not None and stage is not None and stage not in stages:
+        need = " or ".join(f"stage{s}.pt" for s in stages)
+        why = " (its decoder has only read text, never heard audio)" if stage == 0 else ""
+        return (f"{path} is a stage-{stage} checkpoint{why}: pass {need} (`python train.py --stage "
+                f"{min(stages)}` writes it)")
+    return None
+
+
+def unfinished_note(path, ckpt: dict) -> str | None:
+    """A warning for a checkpoint whose stage stopped before its last step (killed, or out of --time-limit), with
+    the command that finishes it; None for a finished one or one that does not say."""
+    from pathlib import Path
+    if ckpt.get("finished") is not False:
+        return None
+    steps = (ckpt.get("args") or {}).get("steps")
+    return (f"{path} is unfinished (stage {ckpt.get('stage')} stopped at step {ckpt.get('step')}"
+            + (f" of {steps}" if steps else "") + f"): finish it with `python train.py --stage {ckpt.get('stage')} "
+            f"--out-dir {Path(path).parent} --resume`")

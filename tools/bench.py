@@ -1,8 +1,10 @@
 """
-The speed benchmark and the decoding ablations (`python decode.py --bench` / `--ablate SPLIT` run these):
-batch-1 latency per length bucket and batched throughput next to Whisper-tiny.en, each measurement repeated and
-interleaved with Whisper's; WER, repeated words and latency for each decoding variant.
+The speed benchmark: batch-1 latency per length bucket and batched throughput next to Whisper-tiny.en, each
+measurement repeated and interleaved with Whisper's, on a GPU with nothing else running.
+
+    python -m tools.bench --ckpt checkpoints/stage2.pt
 """
+import argparse
 import copy
 import functools
 import json
@@ -16,8 +18,7 @@ import numpy as np
 import torch
 
 import data
-from decode import (DecodeOptions, GraphedPDD, autocast, canvas_len, decode_batch, frame_counts, generate,
-                    repeated_word_rate, restrict_output, transcribe_features, use_cuda_graph, wer)
+from decode import DecodeOptions, GraphedPDD, decode_batch, frame_counts, load_for_decoding, use_cuda_graph
 
 
 def _sync(device):
@@ -54,6 +55,24 @@ def time_it(fn, device, repeats=10, warmup=3) -> float:
     return statistics.median(time_interleaved({"fn": fn}, device, repeats, warmup)["fn"])
 
 
+def log_mel_batch(audios: list[np.ndarray], device="cpu") -> torch.Tensor:
+    """`data.log_mel` of each waveform, (B, n_mels=80, 3000) on `device`, as one batch: the waveforms are padded or
+    trimmed to 30 s on the CPU, sent to the device in one copy, and go through one STFT and one mel product
+    (clip by clip, most of the time goes to small copies that each wait for the GPU).
+    Each clip is floored at its own maximum - 8 (80 dB), as `data.log_mel` does: whisper.log_mel_spectrogram of a
+    whole batch would take the batch's maximum."""
+    from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, mel_filters
+    on_gpu = str(device).startswith("cuda")
+    x = torch.zeros(len(audios), N_SAMPLES, pin_memory=on_gpu)  # pinned: the copy need not wait for the GPU
+    for i, a in enumerate(audios):
+        x[i, :min(len(a), N_SAMPLES)] = torch.from_numpy(a[:N_SAMPLES])
+    x = x.to(device, non_blocking=on_gpu)
+    stft = torch.stft(x, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT, device=device), return_complex=True)
+    log_spec = (mel_filters(device, 80) @ stft[..., :-1].abs() ** 2).clamp(min=1e-10).log10()  # (B, 80, 3000)
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
 def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_size=64, vocab_ids=None):
     """Batch-1 latency per length bucket and RTFx at batch 64, ours next to Whisper-tiny.en in one process,
     each measurement repeated and interleaved with Whisper's (`time_interleaved`); medians and spreads.
@@ -73,7 +92,7 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
         if opts.canvas != "full":  # the model's whole canvas: what the sized canvas saves, and how flat it is
             full = replace(opts, canvas="full")
             variants["graph, full canvas"] = (model, full, GraphedPDD(model, full))
-    if vocab_ids is not None:  # --output-vocab train: the 51,864-way projection and fill cut to the text's ids
+    if vocab_ids is not None:  # the 51,864-way projection and fill cut to the text's ids
         small = restrict_output(copy.deepcopy(model), vocab_ids)
         default = "graph" if graph else "eager"
         name = f"{default}, {len(small.head_ids)}-token output"
@@ -81,7 +100,7 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
         pairs.append((name, default))  # against the path it changes
 
     def mels(batch):  # log-mel on the device, one batch, inside the timed region for both systems
-        return data.log_mel_batch(batch, device)
+        return log_mel_batch(batch, device)
 
     def ours(m, o, graphed):
         return lambda batch: decode_batch(m, mels(batch), frame_counts(batch), o, graphed)
@@ -162,45 +181,61 @@ def print_bench(r: dict):
     print(f"identical transcripts (batch of {t['batch']}): {r['same_transcripts']}")
 
 
-def ablate(model, split, device, size="default", limit=None, latency_utts=8, out_json=None):
-    """One table: WER and batch-1 decoding latency (encoded audio in, text out) for each decoding variant."""
-    utts = data.load_split(split, size)[:limit]
-    audios = [data.load_audio(u.audio) for u in utts]
-    refs = [u.text for u in utts]
-    mel = torch.stack([data.log_mel(a) for a in audios])
-    n_frames = frame_counts(audios)
-    with torch.no_grad(), autocast(device):
-        feats = torch.cat([model.embed_audio(mel[i:i + 32].to(device)) for i in range(0, len(mel), 32)])
-    base = DecodeOptions()
-    variants = [("default", base)] + \
-        [(f"K={k}", replace(base, candidates=k)) for k in (1, 5, 30)] + \
-        [(f"S={s}", replace(base, steps=s)) for s in (2, 8)] + \
-        [("K=5, S=8", replace(base, candidates=5, steps=8))] + \
-        [("duplicate re-masking", replace(base, dedup=True)),
-         ("S=8 + duplicate re-masking", replace(base, steps=8, dedup=True)),
-         ("low-confidence re-masking", replace(base, remask="confidence")),
-         ("low-confidence, S=8", replace(base, remask="confidence", steps=8)),
-         ("low-confidence, S=8, dedup", replace(base, remask="confidence", steps=8, dedup=True)),
-         ("confidence selection (paper)", replace(base, select="confidence")),
-         ("MBR selection", replace(base, select="mbr")),
-         ("adaptive canvas", replace(base, adaptive=True))]
-    variants = [(name, opts) for name, opts in variants if name == "default" or opts != base]
-    rows = []
-    print(f"\nablation on {split} ({len(utts)} utterances), {torch.cuda.get_device_name() if str(device).startswith('cuda') else 'cpu'}")
-    print(f"{'variant':30s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated %':>11s} {'decode ms':>10s}")
-    for name, opts in variants:
-        hyps = transcribe_features(model, feats, n_frames, opts)
-        c, m, _ = wer(refs, hyps)
-        rep = repeated_word_rate(hyps)
+def restrict_output(model, ids):
+    """Cut the output layer to the Whisper ids `ids` (sot and eot always kept), in place: the 51,864-way
+    projection and its greedy fill shrink to len(ids) columns. Over those ids the logits are the full head's,
+    so the greedy token is the same wherever the full head's choice is among them; the confidence is a softmax
+    over fewer tokens (a little higher). The input embedding is untouched: every id can still be read."""
+    tok = data.get_tokenizer()
+    keep = torch.tensor(sorted(set(ids) | {tok.sot, tok.eot}), device=model.head_ids.device)
+    rows = keep if model.id_to_row is None else model.id_to_row[keep]  # head rows of those ids
+    rows = rows[rows >= 0]  # a model already restricted (decoder.vocab) keeps only ids it has
+    head = torch.nn.Linear(model.lm_head.in_features, len(rows), bias=False)
+    head.weight = torch.nn.Parameter(model.lm_head.weight[rows].detach().clone(), requires_grad=False)
+    model.lm_head, model.head_ids = head, model.head_ids[rows]
+    return model
 
-        def one(i):
-            with autocast(device):
-                ctx = model.audio_context(feats[i:i + 1], n_frames[i:i + 1])
-                return generate(model, ctx, opts, length=canvas_len(model, n_frames[i:i + 1], opts))
-        ms = statistics.median(time_it(lambda: one(i), device, 5, 2) for i in range(min(latency_utts, len(utts))))
-        rows.append(dict(variant=name, corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(rep, 2),
-                         decode_ms=round(ms, 2)))
-        print(f"{name:30s} {c:13.2f} {m:15.2f} {rep:11.2f} {ms:10.2f}")
-    if out_json:
-        Path(out_json).write_text(json.dumps(rows, indent=2))
-    return rows
+
+def split_token_ids(split: str, size: str = "default") -> set[int]:
+    """Every Whisper id in a split's transcripts (as `data.make_canvas` tokenizes them)."""
+    tok = data.get_tokenizer()
+    return {i for u in data.load_split(split, size) for i in tok.encode(" " + data.normalize_text(u.text))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="checkpoints/stage2.pt", help="trained Whisfusion checkpoint")
+    p.add_argument("--split", default="test", help="split whose utterances are timed")
+    p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus (default: the "
+                   "checkpoint's)")
+    p.add_argument("--limit", type=data.positive_int, default=None, help="time only the first N utterances")
+    p.add_argument("--candidates", "-K", type=data.bounded_int(1, 256), default=15, help="K")
+    p.add_argument("--steps", "-S", type=data.bounded_int(1, 64), default=4, help="S")
+    p.add_argument("--no-compile", action="store_true", help="record the CUDA graphs without torch.compile")
+    p.add_argument("--repeats", type=data.bounded_int(1, 1000), default=10, help="timed runs per measurement")
+    p.add_argument("--batch", type=data.bounded_int(1, 1024), default=64, help="batch size for RTFx")
+    p.add_argument("--out", default="results", help="folder for bench.json")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    args = p.parse_args(argv)
+    if problem := data.device_problem(args.device) or data.path_problem(args.out, "--out"):
+        p.error(problem)
+    opts = DecodeOptions(candidates=args.candidates, steps=args.steps, compile=not args.no_compile)
+    try:
+        model, ckpt = load_for_decoding(args.ckpt, args.device, with_ckpt=True)
+        size = args.size or (ckpt.get("args") or {}).get("size") or "default"
+        try:  # + a row with the output layer cut to the training text's tokens
+            vocab = split_token_ids("train", size)
+        except (FileNotFoundError, data.DataError) as e:  # no usable training split here: no such row
+            print(f"no restricted-output row in the benchmark: {e}")
+            vocab = None
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        bench(model, data.load_whisper("tiny.en", args.device), data.load_split(args.split, size)[:args.limit], opts,
+              args.device, Path(args.out) / "bench.json", args.repeats, args.batch, vocab)
+    except (data.AudioError, FileNotFoundError, ValueError, data.DataError) as e:
+        raise SystemExit(f"error: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"error: {data.os_error(e, f'--out {args.out}')}") from None
+
+
+if __name__ == "__main__":
+    main()

