@@ -25,7 +25,8 @@ run s2 train.py --stage 2 $X $X12
 cp checkpoints/stage*_log.csv $L/ 2>/dev/null
 export OMP_NUM_THREADS=4
 D="decode.py --ckpt checkpoints/stage2.pt"
-run test $D --eval test --baseline tiny.en base --out $L/default $XD &  # the README's command, compiled graphs
+run test $D --eval test --baseline tiny.en --out $L/default $XD &  # the README's command, compiled graphs
+run test-nc $D --eval test --baseline base --no-compile --out $L/default-nc $XD &
 run unseen $D --eval test-unseen-voice --baseline tiny.en --no-compile --out $L/default $XD &
 run real $D --eval real --baseline tiny.en base --no-compile --out $L/default $XD &
 run dev $D --eval dev --no-compile --out $L/default $XD &
