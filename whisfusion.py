@@ -10,8 +10,12 @@ through a cross-attention adapter in every block. This file is the whole model:
 
 plus hand-rolled LoRA, the masked-diffusion forward process and losses, and checkpoints.
 """
+import errno
 import math
+import os
+import pickle
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -50,7 +54,7 @@ class DecoderConfig:
 
 @dataclass
 class AdapterConfig:
-    """The cross-attention adapter in every block (paper 1.4); heads follow the decoder's."""
+    """The cross-attention adapter in every block (the paper's adapter); heads follow the decoder's."""
     feature_dropout: float = 0.0  # dropout on the audio features in training (a regulariser; not in the paper)
     time_masks: int = 0  # training only: per utterance, this many spans of frames zeroed (SpecAugment's time
     time_mask_frames: int = 25  # masking, on the encoder features); each span up to this many frames (0.5 s)
@@ -77,6 +81,11 @@ class WhisfusionConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "WhisfusionConfig":
         sub = {"encoder": EncoderConfig, "decoder": DecoderConfig, "adapter": AdapterConfig, "lora": LoRAConfig}
+        adapter = dict(d.get("adapter", {}))
+        for gone in ("audio_layers", "ctc_weight"):  # options of earlier versions: a checkpoint without them loads
+            if adapter.pop(gone, 0):
+                raise ValueError(f"adapter.{gone} is set: this version has no audio layers or CTC head")
+        d = {**d, "adapter": adapter} if "adapter" in d else d
         kw = {k: sub[k](**v) if k in sub else v for k, v in d.items()}
         if "lora" in kw:
             kw["lora"].targets = tuple(kw["lora"].targets)
@@ -107,11 +116,9 @@ PRESETS = {
 # Building blocks
 
 class RMSNorm(nn.Module):
-    """y = x / sqrt(mean(x^2) + eps) * w, in fp32 (fp16/bf16 can overflow the mean of squares).
-
-    F.rms_norm computes exactly that formula (a test checks it) in one pass over x. On a GPU it computes in
-    fp32 whatever x's dtype and rounds once, so a bf16 x (decoding) goes in as it is, without the two copies
-    that x.float() and the cast back would make (a GPU test checks the numbers are the same)."""
+    """y = x / sqrt(mean(x^2) + eps) * w, in fp32 (fp16/bf16 can overflow the mean of squares). On a GPU,
+    F.rms_norm computes in fp32 whatever x's dtype, so a bf16 x (decoding) goes in as it is, without the copies
+    that x.float() and the cast back would make."""
 
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -157,7 +164,7 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """The adapter (paper 1.4): queries from the text, keys/values from the audio; no positions, no gate.
+    """The adapter (the paper's adapter): queries from the text, keys/values from the audio; no positions, no gate.
 
     The audio side (kv_proj of the features) depends only on the utterance, so `audio_kv` computes it once and
     every decoding step and candidate reuses it."""
@@ -172,17 +179,14 @@ class CrossAttention(nn.Module):
     def audio_kv(self, audio):
         """audio: (B, Ta, C) projected features -> k, v: (B, nh, Ta, hs) each."""
         B, Ta, C = audio.shape
-        k, v = self.kv_proj(audio).split(C, dim=2)  # 2 x (B, Ta, C)
-        k = k.view(B, Ta, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Ta, hs)
-        v = v.view(B, Ta, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, Ta, hs)
-        return k, v
+        kv = self.kv_proj(audio).view(B, Ta, 2, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (2,B,nh,Ta,hs)
+        return kv[0], kv[1]
 
     def forward(self, x, k, v, mask=None):
         """x: (B*n, T, C); k, v: (B, nh, Ta, hs); mask: (B, 1, 1, Ta) bool, True where a frame holds audio.
 
-        n rows of x per utterance (the K decoding candidates, `AudioContext.repeat`) are folded into the query
-        length, (B, n*T, C): all n read the same K/V, with no copy of it. Each query attends on its own, so this
-        is the same attention as n copies of k and v would give."""
+        The n rows of x per utterance (decoding candidates, `AudioContext.repeat`) are folded into the query
+        length, (B, n*T, C): all n read the same K/V without a copy, each query attending on its own."""
         B, T, C = x.shape
         n = B // k.shape[0]
         q = self.q_proj(x).reshape(B // n, n * T, self.n_head, C // self.n_head).transpose(1, 2)  # (B/n, nh, nT, hs)
@@ -239,17 +243,15 @@ def repeat_rows(t, n: int):
 
 @dataclass
 class AudioContext:
-    """What the decoder needs of one batch of utterances: per-block (k, v) and the frame mask.
-
-    kv[i] = (k, v), each (B, nh, Ta, hs); mask (B, 1, 1, Ta) bool or None (all frames hold audio)."""
-    kv: list
-    mask: torch.Tensor | None
+    """What the decoder needs of one batch of utterances: per-block (k, v) and the frame mask."""
+    kv: list  # kv[i] = (k, v) of block i, each (B, nh, Ta, hs)
+    mask: torch.Tensor | None  # (B, 1, 1, Ta) bool, True where a frame holds audio; None: every frame does
     rows_per_utterance: int = 1  # canvas rows (candidates) per utterance: B*n rows of text against B of audio
 
     def repeat(self, n: int) -> "AudioContext":
-        """The context for n canvas rows per utterance, in a row (B*n candidates). Nothing is copied or
-        recomputed: cross-attention folds the n rows into its queries (`CrossAttention.forward`), where copies of
-        the K/V (B*n rows) would multiply the largest tensors of decoding by n and be read again at every step."""
+        """The context for n canvas rows (candidates) per utterance, in a row. Nothing is copied: cross-attention
+        folds the n rows into its queries (`CrossAttention.forward`); copies would multiply the K/V, decoding's
+        largest tensors, by n."""
         return replace(self, rows_per_utterance=self.rows_per_utterance * n)
 
 # ----------------------------------------------------------------------------------------------------------
@@ -324,14 +326,12 @@ class Whisfusion(nn.Module):
 
     @torch.no_grad()
     def embed_audio(self, mel):
-        """mel (B, n_mels, 3000) -> Whisper features (B, 1500, n_audio_state). Frozen, no gradients.
-
-        With a shorter encoder window (n_audio_ctx < 1500, the `cpu` preset) only the first 2 * n_audio_ctx mel
-        frames go in: (B, n_audio_ctx, n_audio_state)."""
+        """mel (B, n_mels, 3000) -> Whisper features (B, n_audio_ctx, n_audio_state), frozen, no gradients: 1500
+        frames for 30 s, or with a shorter window (the `cpu` preset) those of the first 2 * n_audio_ctx mel frames."""
         return self.encoder(mel[..., :2 * self.cfg.encoder.n_audio_ctx])
 
     def audio_context(self, features, n_frames=None, n_ctx=None) -> AudioContext:
-        """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (paper 1.4).
+        """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (the paper's adapter).
 
         n_frames (B,): frames that hold audio; cross-attention ignores the rest (the 30 s padding) and the
         features are cut to the longest clip in the batch, or to n_ctx frames when given: a fixed shape for
@@ -399,18 +399,6 @@ def param_counts(model: Whisfusion) -> dict:
     return parts
 
 
-def expected_param_counts(cfg: WhisfusionConfig) -> dict:
-    """The same numbers from the config alone (what param_counts must match)."""
-    e, d, C = cfg.encoder, cfg.decoder, cfg.decoder.n_embd
-    enc_block = 4 * e.n_audio_state**2 + 3 * e.n_audio_state + 2 * 4 * e.n_audio_state**2 + 5 * e.n_audio_state \
-        + 4 * e.n_audio_state  # attn (q,k,v,out; 3 biases) + mlp (2 linears, biases) + 2 layer norms
-    encoder = e.n_mels * e.n_audio_state * 3 + e.n_audio_state + e.n_audio_state**2 * 3 + e.n_audio_state \
-        + e.n_audio_layer * enc_block + 2 * e.n_audio_state  # convs + blocks + ln_post (positions: a buffer)
-    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0)
-    V = len(d.vocab) or d.vocab_size
-    decoder = (V + 1) * C + V * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
-    return {"encoder": encoder, "adapter": adapter, "decoder": decoder}
-
 # ----------------------------------------------------------------------------------------------------------
 # LoRA (Hu et al. 2021), hand-rolled
 
@@ -475,17 +463,10 @@ def unmerge_lora(model):
     for m in lora_modules(model):
         m.unmerge()
 
-
-def trainable_state_dict(model) -> dict:
-    """Only what training changed (adapter, LoRA, ...): a small file instead of the whole model."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v for k, v in model.state_dict().items() if k in names}
-
 # ----------------------------------------------------------------------------------------------------------
-# The masked diffusion objective (SMDM / MDLM; paper 2.2-2.3)
+# The masked diffusion objective (SMDM / MDLM, as the paper trains)
 
-def sample_mask_ratio(batch: int, low: float = 0.0, high: float = 1.0, eps: float = 1e-3, device=None,
-                      generator=None):
+def sample_mask_ratio(batch: int, low: float = 0.0, high: float = 1.0, eps: float = 1e-3, device=None, generator=None):
     """t per sequence, uniform in [low, high], kept in [eps, 1] so that 1/t stays finite."""
     t = low + (high - low) * torch.rand(batch, device=device, generator=generator)
     return t.clamp(eps, 1.0)
@@ -574,53 +555,42 @@ class WriteError(OSError):
         return os_problem(self)
 
 
+OS_FIXES = {  # errno -> the fix, for `os_problem`
+    **dict.fromkeys((errno.EACCES, errno.EPERM), "make it writable or choose another folder"),
+    errno.EROFS: "choose another folder or make it writable",
+    **dict.fromkeys((errno.ENOSPC, errno.EDQUOT), "free some space or choose another folder"),
+    errno.EFBIG: "raise the file size limit (ulimit -f) or choose another folder",
+    errno.ENAMETOOLONG: "use a shorter name",
+    **dict.fromkeys((errno.ENOTDIR, errno.EEXIST), "a file stands where a folder should be: choose another path"),
+    errno.EISDIR: "a folder stands at that path: choose another name",
+    errno.ENOENT: "check the path: a folder on it may be missing"}
+
+
 def os_problem(e: OSError) -> str:
     """An OSError as one line: the file, what happened, and the fix where the errno tells it."""
-    import errno
-    fixes = {errno.EACCES: "make it writable or choose another folder",
-             errno.EPERM: "make it writable or choose another folder",
-             errno.EROFS: "choose another folder or make it writable",
-             errno.ENOSPC: "free some space or choose another folder",
-             errno.EDQUOT: "free some space or choose another folder",
-             errno.EFBIG: "raise the file size limit (ulimit -f) or choose another folder",
-             errno.ENAMETOOLONG: "use a shorter name",
-             errno.ENOTDIR: "a file stands where a folder should be: choose another path",
-             errno.EEXIST: "a file stands where a folder should be: choose another path",
-             errno.EISDIR: "a folder stands at that path: choose another name",
-             errno.ENOENT: "check the path: a folder on it may be missing"}
     what = e.strerror or (str(e.args[0]) if e.args else type(e).__name__)
-    return ": ".join(str(s) for s in (e.filename, what, fixes.get(e.errno)) if s)
-
-
-def _os_error_behind(tmp):
-    """The OSError behind a C++ writer's RuntimeError (torch.save says only "cannot be opened" or "write
-    failed"): extending the same file from Python fails the same way, with the errno. None if it does not."""
-    try:
-        with open(tmp, "ab") as f:
-            f.write(bytes(1 << 20))  # more than a full disk has left after the writer's failure
-    except OSError as e:
-        return e
-    return None
+    return ": ".join(str(s) for s in (e.filename, what, OS_FIXES.get(e.errno)) if s)
 
 
 def atomic_write(path, write):
     """write(tmp) into a temporary file named after this process, then rename it to path: a crash never leaves a
     half-written file, and two runs writing the same path never share a temporary file. Every failure, an
     OSError or a writer's RuntimeError, is a WriteError naming path; the previous file at path stays as it was."""
-    import os
-    from pathlib import Path
     tmp = Path(path).with_name(f"{Path(path).name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise WriteError(e.errno, e.strerror or str(e), str(path)) from None
-    except RuntimeError as e:  # torch.save, soundfile: a message without the errno
-        if (cause := _os_error_behind(tmp)) is None:
-            reason = str(e).strip().partition("\n")[0] or type(e).__name__
-            raise WriteError(None, f"cannot be written ({reason}): check that its folder is writable and has "
-                                   f"free space", str(path)) from None
-        raise WriteError(cause.errno, cause.strerror, str(path)) from None
+    except RuntimeError as e:  # torch.save, soundfile: "cannot be opened", "write failed", without the errno
+        try:  # extending the same file from Python fails the same way, with the errno
+            with open(tmp, "ab") as f:
+                f.write(bytes(1 << 20))  # more than a full disk has left after the writer's failure
+        except OSError as cause:
+            raise WriteError(cause.errno, cause.strerror, str(path)) from None
+        reason = str(e).strip().partition("\n")[0] or type(e).__name__
+        raise WriteError(None, f"cannot be written ({reason}): check that its folder is writable and has free "
+                               f"space", str(path)) from None
     finally:
         try:
             tmp.unlink(missing_ok=True)
@@ -635,15 +605,12 @@ def atomic_save(obj, path):
 
 def read_checkpoint(path, what="checkpoint") -> dict:
     """torch.load(weights_only=True) of a dict, every failure turned into one line naming the file."""
-    import os
-    import pickle
     if not os.path.isfile(path):
         if os.path.isdir(path):
             raise CheckpointError(f"{what} {path} is a directory; pass the .pt file inside it")
         raise FileNotFoundError(f"{what} {path} does not exist (train one with `python train.py --stage 0`)")
     if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted copy?): copy it again or "
-                              f"retrain")
+        raise CheckpointError(f"{what} {path} is empty (0 bytes; an interrupted copy?): copy it again or retrain")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -663,20 +630,17 @@ def read_checkpoint(path, what="checkpoint") -> dict:
 
 def save_model(path, model: Whisfusion, **extra):
     """Config + weights (the frozen encoder included, so a checkpoint stands alone), written atomically."""
-    obj = {"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}
-    atomic_save(obj, path)
+    atomic_save({"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}, path)
 
 
 def load_model(path, device="cpu", expect: WhisfusionConfig | None = None) -> tuple[Whisfusion, dict]:
-    """Rebuild a model from a checkpoint (weights_only=True: no code runs). With `expect`, a config that
-    differs is a clear error naming the fields. A file that is not a Whisfusion checkpoint (truncated, random
-    bytes, an openai-whisper .pt, another version's config) is a CheckpointError: one line, file and fix."""
+    """(model, checkpoint dict) from a checkpoint (`read_checkpoint`). With `expect`, a config that differs is an
+    error naming the fields; a file that is not a Whisfusion checkpoint is a CheckpointError naming the fix."""
     ckpt = read_checkpoint(path)
     if "config" not in ckpt or "model" not in ckpt:
         if "dims" in ckpt and "model_state_dict" in ckpt:
-            raise CheckpointError(f"{path} is an openai-whisper checkpoint, not a Whisfusion one: pass it as "
-                                  f"--whisper to `train.py --stage 0`; --ckpt and --init take a stageN.pt "
-                                  f"written by train.py")
+            raise CheckpointError(f"{path} is an openai-whisper checkpoint, not a Whisfusion one: pass it as --whisper "
+                                  f"to `train.py --stage 0`; --ckpt and --init take a stageN.pt written by train.py")
         raise CheckpointError(f"{path} is not a Whisfusion checkpoint (no 'config' and 'model'): pass a "
                               f"stageN.pt written by train.py")
     try:
@@ -697,16 +661,13 @@ def load_model(path, device="cpu", expect: WhisfusionConfig | None = None) -> tu
     return model.to(device), ckpt
 
 
-def nonfinite_parameters(model) -> list[str]:
-    """Names of the model's floating-point tensors (parameters and buffers) that hold NaN or inf."""
-    return [n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
-
-
 def checkpoint_problem(path, ckpt: dict, model=None, stages=None) -> str | None:
     """Why a loaded checkpoint must not be used, as one line naming the file and the fix, or None: weights with
     NaN or inf (`model`, as the caller will use it: EMA weights copied in), or a stage not in `stages`. A
     checkpoint that does not say its stage passes: it cannot be told."""
-    if model is not None and (bad := nonfinite_parameters(model)):
+    bad = [n for n, t in (model.state_dict() if model is not None else {}).items()
+           if t.is_floating_point() and not t.isfinite().all()]  # parameters and buffers
+    if bad:
         return (f"{path}: its weights hold NaN or inf ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
                 f"the training diverged; train that stage again with a lower --lr")
     stage = ckpt.get("stage")
@@ -719,9 +680,8 @@ def checkpoint_problem(path, ckpt: dict, model=None, stages=None) -> str | None:
 
 
 def unfinished_note(path, ckpt: dict) -> str | None:
-    """A warning for a checkpoint whose stage stopped before its last step (killed, or out of --time-limit), with
-    the command that finishes it; None for a finished one or one that does not say."""
-    from pathlib import Path
+    """A warning for a checkpoint whose stage stopped before its last step (interrupted), with the command that
+    finishes it; None for a finished one or one that does not say."""
     if ckpt.get("finished") is not False:
         return None
     steps = (ckpt.get("args") or {}).get("steps")

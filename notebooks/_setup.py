@@ -1,9 +1,9 @@
 """Shared set-up of the six notebooks: `from _setup import *` at the top of each.
 
 It puts the project's .py files on the path, fixes the seeds and the plot style, and gives the notebooks the
-CPU-task model (TinySpeech `numbers`, the `cpu` preset; README "CPU demo") that `make demo` trains into
-checkpoints/cpu/. When those checkpoints are missing, `cpu_model()` makes them with `make cpu-model` (the same
-recipe as `make demo` without the evaluation: about 10 minutes on 2 cores, once).
+CPU-task model (TinySpeech `numbers`, the `cpu` preset and recipe, train.RECIPES["cpu"]; docs/results.md, "CPU
+demo") that `make cpu-model` trains into checkpoints/cpu/ (`make demo` does too, then evaluates it). When those
+checkpoints are missing, `cpu_model()` makes them with `make cpu-model` (about 10 minutes on 2 cores, once).
 """
 import json
 import os
@@ -28,7 +28,7 @@ torch.manual_seed(0)
 torch.set_num_threads(1)  # the cpu model's matrices are small: one thread is as fast, and much faster on a busy machine
 plt.rcParams.update({"figure.dpi": 80, "figure.figsize": (9, 3)})
 SIZE = "numbers"  # the CPU task's corpus
-CKPT_DIR = Path(os.environ.get("WHISFUSION_CPU_CKPT", ROOT / "checkpoints" / "cpu"))  # what make demo writes
+CKPT_DIR = Path(os.environ.get("WHISFUSION_CPU_CKPT", ROOT / "checkpoints" / "cpu"))  # what make cpu-model writes
 tok = data.get_tokenizer()
 MASK = W.DecoderConfig().mask_id
 

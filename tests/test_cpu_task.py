@@ -9,6 +9,7 @@ import data
 import decode
 import train
 import whisfusion as W
+from conftest import expected_param_counts
 from tools import tinyspeech, tts
 
 VOCAB_WORDS = "set a timer for five minutes go forward ten meters".split()
@@ -100,7 +101,7 @@ def test_restricted_checkpoint_round_trips_with_its_vocab(full_and_restricted, v
     assert torch.equal(loaded.head_ids, small.head_ids)
     for k, v in small.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
-    counts, want = W.param_counts(loaded), W.expected_param_counts(loaded.cfg)
+    counts, want = W.param_counts(loaded), expected_param_counts(loaded.cfg)
     assert counts["decoder"] == want["decoder"]
 
 

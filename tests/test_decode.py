@@ -312,12 +312,12 @@ def test_a_stage0_or_diverged_checkpoint_is_refused(tiny_model, tmp_path, capsys
     assert capsys.readouterr().out == ""  # nothing transcribed
     W.save_model(tmp_path / "ema.pt", tiny_model, stage=2,
                  ema={"lm_head.weight": torch.full_like(tiny_model.lm_head.weight, float("nan"))})
-    with pytest.raises(W.CheckpointError, match=r"ema\.pt: weights hold NaN or inf \(lm_head.weight"):
+    with pytest.raises(W.CheckpointError, match=r"ema\.pt: .*NaN or inf \(lm_head\.weight"):
         decode.load_for_decoding(tmp_path / "ema.pt", "cpu")
     with torch.no_grad():
         tiny_model.blocks[0].mlp.w1.weight[0, 0] = float("nan")
     W.save_model(tmp_path / "nan.pt", tiny_model, stage=2)
-    with pytest.raises(W.CheckpointError, match=r"nan\.pt: weights hold NaN or inf \(blocks\.0\.mlp\.w1"):
+    with pytest.raises(W.CheckpointError, match=r"nan\.pt: .*NaN or inf \(blocks\.0\.mlp\.w1"):
         decode.load_for_decoding(tmp_path / "nan.pt", "cpu")
 
 
@@ -327,7 +327,7 @@ def test_an_unfinished_checkpoint_decodes_with_a_warning(tiny_model, tmp_path, c
     assert decode.load_for_decoding(tmp_path / "cut.pt", "cpu") is not None
     err = capsys.readouterr().err
     assert err.startswith("warning: ") and "cut.pt is unfinished (stage 2 stopped at step 30 of 100)" in err
-    assert "--stage 2 --resume" in err
+    assert "python train.py --stage 2" in err and "--resume" in err  # the command that finishes it
     decode.load_for_decoding(tmp_path / "done.pt", "cpu")
     assert capsys.readouterr().err == ""
 

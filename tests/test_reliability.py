@@ -260,7 +260,6 @@ def test_converted_weights_come_with_their_checksum(tiny_en_path):
 def test_checkpoint_problem_nonfinite_weights_stage_and_unfinished(tmp_path):
     torch.manual_seed(0)
     model = W.build_model(W.PRESETS["tiny"])
-    assert W.nonfinite_parameters(model) == []
     path = tmp_path / "stage0.pt"
     W.save_model(path, model, stage=0, finished=True, step=5, args={"steps": 5})
     m, ckpt = W.load_model(path)
@@ -273,7 +272,6 @@ def test_checkpoint_problem_nonfinite_weights_stage_and_unfinished(tmp_path):
     name = next(n for n, p in model.named_parameters() if "decoder" in n or "blocks" in n)
     with torch.no_grad():
         dict(model.named_parameters())[name].view(-1)[:2] = torch.tensor([float("nan"), float("inf")])
-    assert W.nonfinite_parameters(model) == [name]
     path = tmp_path / "stage2.pt"
     W.save_model(path, model, stage=2, finished=False, step=3, args={"steps": 10})
     m, ckpt = W.load_model(path)

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 import data
-from decode import DecodeOptions, GraphedPDD, decode_batch, frame_counts, load_for_decoding, use_cuda_graph
+import whisfusion as W
+from decode import (DecodeOptions, GraphedPDD, decode_batch, frame_counts, fresh_path, load_for_decoding,
+                    use_cuda_graph)
 
 
 def _sync(device):
@@ -121,7 +123,8 @@ def bench(model, wmodel, utts, opts, device, out_json=None, repeats=10, batch_si
                   throughput=bench_throughput(systems, batch, device, repeats), same_transcripts=agree)
     print_bench(result)
     if out_json:
-        Path(out_json).write_text(json.dumps(result, indent=2))
+        W.atomic_write(out_json, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+        print(f"wrote {out_json}")
     return result
 
 
@@ -230,7 +233,7 @@ def main(argv=None):
             vocab = None
         Path(args.out).mkdir(parents=True, exist_ok=True)
         bench(model, data.load_whisper("tiny.en", args.device), data.load_split(args.split, size)[:args.limit], opts,
-              args.device, Path(args.out) / "bench.json", args.repeats, args.batch, vocab)
+              args.device, fresh_path(Path(args.out) / "bench.json"), args.repeats, args.batch, vocab)
     except (data.AudioError, FileNotFoundError, ValueError, data.DataError) as e:
         raise SystemExit(f"error: {e}") from None
     except OSError as e:
