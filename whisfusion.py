@@ -54,7 +54,7 @@ class DecoderConfig:
 
 @dataclass
 class AdapterConfig:
-    """The cross-attention adapter in every block (the paper's adapter); heads follow the decoder's."""
+    """The cross-attention adapter in every block, as in the paper; heads follow the decoder's."""
     feature_dropout: float = 0.0  # dropout on the audio features in training (a regulariser; not in the paper)
     time_masks: int = 0  # training only: per utterance, this many spans of frames zeroed (SpecAugment's time
     time_mask_frames: int = 25  # masking, on the encoder features); each span up to this many frames (0.5 s)
@@ -164,7 +164,7 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """The adapter (the paper's adapter): queries from the text, keys/values from the audio; no positions, no gate.
+    """The paper's cross-attention adapter: queries from the text, keys/values from the audio; no positions, no gate.
 
     The audio side (kv_proj of the features) depends only on the utterance, so `audio_kv` computes it once and
     every decoding step and candidate reuses it."""
@@ -331,7 +331,7 @@ class Whisfusion(nn.Module):
         return self.encoder(mel[..., :2 * self.cfg.encoder.n_audio_ctx])
 
     def audio_context(self, features, n_frames=None, n_ctx=None) -> AudioContext:
-        """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance (the paper's adapter).
+        """Features (B, Ta, n_audio_state) -> per-block K/V, computed once per utterance.
 
         n_frames (B,): frames that hold audio; cross-attention ignores the rest (the 30 s padding) and the
         features are cut to the longest clip in the batch, or to n_ctx frames when given: a fixed shape for

@@ -43,18 +43,25 @@ def cpu_checkpoint(stage: int) -> Path:
 
 
 def cpu_model(stage: int = 2):
-    """The CPU-task model after a stage, ready to decode (EMA weights of stage 2, eval mode)."""
+    """The CPU-task model after a stage, in eval mode: stages 1-2 as decode.py loads them (stage 2's EMA weights);
+    stage 0, which decode.py refuses to decode (its decoder has never heard audio), as it was saved."""
+    if stage == 0:
+        return W.load_model(cpu_checkpoint(0), "cpu")[0].eval()
     return decode.load_for_decoding(cpu_checkpoint(stage), "cpu")
+
+
+def encode(model, audios):
+    """Waveforms -> encoder features (N, Ta, d) and the frames that hold audio (N,)."""
+    mel = torch.stack([data.log_mel(a) for a in audios])
+    with torch.no_grad():
+        feats = torch.cat([model.embed_audio(mel[i:i + 32]) for i in range(0, len(mel), 32)])
+    return feats, decode.frame_counts(audios)
 
 
 def split_batch(model, split: str = "test", n: int | None = None):
     """Utterances of a `numbers` split with their encoder features: utts, features (N, Ta, d), n_frames (N,)."""
     utts = data.load_split(split, SIZE)[:n]
-    audios = [data.load_audio(u.audio) for u in utts]
-    mel = torch.stack([data.log_mel(a) for a in audios])
-    with torch.no_grad():
-        feats = torch.cat([model.embed_audio(mel[i:i + 32]) for i in range(0, len(mel), 32)])
-    return utts, feats, decode.frame_counts(audios)
+    return (utts, *encode(model, [data.load_audio(u.audio) for u in utts]))
 
 
 def show(ids) -> str:

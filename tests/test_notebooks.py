@@ -44,9 +44,17 @@ CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
                       # few words either way (piper's clips differ between corpus builds): at most 5 words worse
                       and r["test_wer_after_stage"]["2"] <= min(10, r["test_wer_after_stage"]["1"] + 2.6)
                       and r["high_t_loss"]["2"] < 0.25 * r["high_t_loss"]["1"]),
-    "06_pdd": ("PDD converges to the right transcript, the candidates differ, test WER <= 10 %",
-               lambda r: r["test_wer"] <= 10 and r["example_correct"] and r["distinct_after_step"][0] == 1
-               and max(r["distinct_after_step"]) > 1),
+    # 06 watches PDD on held-out clips with white noise at 3 dB SNR, where the first step is often wrong. With other
+    # noise draws (a stand-in for a rebuilt corpus) S=1 -> 4 gained 1.2-1.9 points and S=1 -> 8 3.1-3.9: the
+    # margins below are half of the smallest gains seen
+    "06_pdd": ("on noisy held-out clips a later PDD step fixes what the first got wrong and the WER falls with S "
+               "(S=1 above S=4 and S=8); the candidates part ways after the first partial re-mask; clean test WER "
+               "<= 10 %",
+               lambda r: r["test_wer"] <= 10
+               and r["fixed_by_later_step"] is True and r["example_wer_step0"] > 0 and r["example_wer_final"] == 0
+               and r["wer_by_steps"]["1"] - r["wer_by_steps"]["4"] >= 0.5
+               and r["wer_by_steps"]["1"] - r["wer_by_steps"]["8"] >= 1.5
+               and r["distinct_after_step"][0] == 1 and max(r["distinct_after_step"]) > 1),
 }
 
 
