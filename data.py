@@ -376,11 +376,16 @@ def read_manifest(path: Path) -> list[Utterance]:
     if header and (missing := [c for c in ("audio", "text") if c not in header]):
         raise ValueError(f"{path}:1: the header lacks the column(s) {', '.join(missing)}: it needs at least "
                          f"audio<TAB>text (ours: {'<TAB>'.join(MANIFEST_COLUMNS)})")
+    if not header and len(first) == 1 and "," in first[0]:
+        raise ValueError(f"{path}:1: the columns are separated by commas: a manifest separates them with tabs")
     cell = first[0] if first else ""
-    if not header and cell and "/" not in cell and not Path(cell).suffix \
+    if not header and cell and not any("/" in c or Path(c).suffix for c in first) \
             and not os.path.isfile(Path(path).parent / cell):  # another tool's header, e.g. path<TAB>sentence
         raise ValueError(f"{path}:1 looks like a header row ({'<TAB>'.join(first)}): name the columns "
                          f"audio<TAB>text or remove it")
+    if not header and first and len(first) != 2:  # data rows of more columns, without the header that names them
+        raise ValueError(f"{path}:1: expected `audio path<TAB>transcript`, got {len(first)} columns and no header "
+                         f"row: with more columns, name them in a first line ({'<TAB>'.join(MANIFEST_COLUMNS)})")
     for n, line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
         if not line.strip():
             continue

@@ -281,3 +281,18 @@ def test_checkpoint_problem_nonfinite_weights_stage_and_unfinished(tmp_path):
     assert W.unfinished_note(path, ckpt) == (
         f"{path} is unfinished (stage 2 stopped at step 3 of 10): finish it with `python train.py --stage 2 "
         f"--out-dir {tmp_path} --resume`")
+
+
+def test_data_rows_without_a_header_and_commas_are_named_as_such(tmp_path):
+    """Rows of our five columns with no header are not called a header (removing the line would lose data), and a
+    comma-separated file is told to use tabs."""
+    (tmp_path / "a.flac").write_bytes(b"")
+    nohdr = tmp_path / "nohdr.tsv"
+    nohdr.write_text("utt-0001\ta.flac\t1.5\treal\tsome words\nutt-0002\ta.flac\t1.5\treal\tmore words\n")
+    with pytest.raises(ValueError, match=r"nohdr.tsv:1: expected `audio path<TAB>transcript`, got 5 columns and no "
+                                         r"header row"):
+        data.read_manifest(nohdr)
+    commas = tmp_path / "commas.tsv"
+    commas.write_text("id,audio,seconds,voice,text\nu1,a.flac,1.5,real,some words\n")
+    with pytest.raises(ValueError, match=r"commas.tsv:1: the columns are separated by commas"):
+        data.read_manifest(commas)

