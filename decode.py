@@ -456,11 +456,8 @@ def load_for_decoding(path, device, dtype=None, with_ckpt=False):
     if not on_gpu and dtype != torch.float32:
         raise ValueError(f"decoding on {device} runs in fp32 only (no autocast there); got dtype {dtype}")
     model, ckpt = W.load_model(path, device)
-    if ckpt.get("ema"):
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, v in ckpt["ema"].items():
-                params[n].copy_(v)
+    if ckpt.get("ema"):  # stage 2's averaged weights, copied into the parameters of those names
+        model.load_state_dict(ckpt["ema"], strict=False)
     if problem := W.checkpoint_problem(path, ckpt, model, stages=(1, 2)):
         raise W.CheckpointError(problem)
     if note := W.unfinished_note(path, ckpt):

@@ -85,7 +85,8 @@ def train(args):
         apply_recipe(args, start)
         hp = STAGES[args.stage]
         utts = load_utterances(args)
-        model = W.load_model(start[0], device)[0] if args.resume else init_model(args, device, utts["train"], start)
+        model = W.load_model(start[0], device, ckpt=start[1])[0] if args.resume \
+            else init_model(args, device, utts["train"], start)
         W.set_trainable(model, args.stage)
         counts = W.param_counts(model)
         frozen = sum(p.numel() for p in model.parameters()) - counts["trainable"]
@@ -178,7 +179,7 @@ def init_model(args, device, train_utts, start):
         if args.vocab_from_corpus:
             cfg.decoder.vocab = corpus_vocab(train_utts)
         return W.build_model(cfg, whisper_sd).to(device)
-    model = W.load_model(start[0])[0]
+    model = W.load_model(start[0], ckpt=start[1])[0]  # already read by `starting_checkpoint`
     if problem := W.checkpoint_problem(start[0], start[1], model):  # e.g. NaN weights: no learning rate mends them
         raise W.CheckpointError(problem)
     cfg = model.cfg

@@ -633,10 +633,12 @@ def save_model(path, model: Whisfusion, **extra):
     atomic_save({"config": model.cfg.to_dict(), "model": model.state_dict(), **extra}, path)
 
 
-def load_model(path, device="cpu", expect: WhisfusionConfig | None = None) -> tuple[Whisfusion, dict]:
-    """(model, checkpoint dict) from a checkpoint (`read_checkpoint`). With `expect`, a config that differs is an
-    error naming the fields; a file that is not a Whisfusion checkpoint is a CheckpointError naming the fix."""
-    ckpt = read_checkpoint(path)
+def load_model(path, device="cpu", expect: WhisfusionConfig | None = None, ckpt: dict | None = None
+               ) -> tuple[Whisfusion, dict]:
+    """(model, checkpoint dict) from a checkpoint (`read_checkpoint`, unless the caller has read it: `ckpt`). With
+    `expect`, a config that differs is an error naming the fields; a file that is not a Whisfusion checkpoint is a
+    CheckpointError naming the fix."""
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     if "config" not in ckpt or "model" not in ckpt:
         if "dims" in ckpt and "model_state_dict" in ckpt:
             raise CheckpointError(f"{path} is an openai-whisper checkpoint, not a Whisfusion one: pass it as --whisper "
