@@ -4,7 +4,7 @@ PY      ?= python3
 BIN     := .venv/bin
 APT     := pocketsphinx-testdata bible-kjv wordnet-base fortunes fortunes-min espeak-ng flite festival \
            festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
-TOOLS   := bible flite espeak-ng text2wave
+TOOLS   := bible flite espeak-ng festival
 
 .PHONY: setup system demo cpu-model test clean-data
 

