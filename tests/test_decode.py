@@ -1,6 +1,7 @@
 """decode.py: PDD invariants, generate_fast == generate, selection, determinism, long audio, evaluation, the
 Whisper baseline, loading checkpoints, bad input."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -360,6 +361,18 @@ def test_cuda_graphs_only_on_a_gpu_and_only_when_asked():
 def test_repeated_word_rate():
     assert decode.repeated_word_rate(["the the cat", "a b c d"]) == pytest.approx(100 * 1 / 7)
     assert decode.repeated_word_rate(["", "one"]) == 0.0
+
+
+def test_a_word_written_twice_in_a_row_is_written_once():
+    assert decode.drop_repeats("The the cat sat, sat on on on the mat.") == "The cat sat, on the mat."
+    assert decode.drop_repeats("it is - - is it") == "it is - - is it"  # punctuation alone is kept, not compared
+    assert decode.drop_repeats("") == ""
+    tokens = torch.tensor([[data.make_canvas(t, 16) for t in ["a a b", "a b b"]]])
+    scores = torch.tensor([[0.9, 0.1]])
+    opts = decode.DecodeOptions(select="confidence")
+    assert decode.select(tokens, scores, opts) == ["a b"]
+    assert decode.select(tokens, scores, dataclasses.replace(opts, drop_repeats=False)) == ["a a b"]
+    assert decode.repeated_word_rate(decode.select(tokens, scores, opts)) == 0.0
 
 
 def test_candidates_share_the_audio_kv_exactly(tiny_model, ctx):
