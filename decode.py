@@ -144,16 +144,20 @@ def select(tokens, scores, opts: DecodeOptions) -> list[str]:
     return out
 
 
+DIGITS = set("zero oh one two three four five six seven eight nine".split())  # "dial eight eight one two"
+
+
 def drop_repeats(text: str) -> str:
     """Each word equal (after normalisation) to the word before it is dropped: "the the cat" -> "the cat".
     Every position of the canvas is filled in parallel, and two neighbours that both hear the same word can
     both write it; the model cannot see the double when it decides, since they are filled in the same step.
     This stutter is the known failure of non-autoregressive decoders, and grows with the transcript's
-    length; real speech almost never repeats a word (2 in 10,000 words of `test`'s references)."""
+    length; real speech almost never repeats a word (2 in 10,000 words of `test`'s references), except for
+    digits read one by one, which are kept."""
     out, last = [], None
     for word in text.split():
         key = normalize(word)
-        if not key or key != last:
+        if not key or key != last or key in DIGITS:
             out.append(word)
         last = key or last
     return " ".join(out)
