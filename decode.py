@@ -144,9 +144,6 @@ def select(tokens, scores, opts: DecodeOptions) -> list[str]:
     return out
 
 
-DIGITS = set("zero oh one two three four five six seven eight nine".split())  # "dial eight eight one two"
-
-
 def drop_repeats(text: str) -> str:
     """Each word equal (after normalisation) to the word before it is dropped: "the the cat" -> "the cat".
     Every position of the canvas is filled in parallel, and two neighbours that both hear the same word can
@@ -157,7 +154,7 @@ def drop_repeats(text: str) -> str:
     out, last = [], None
     for word in text.split():
         key = normalize(word)
-        if not key or key != last or key in DIGITS:
+        if not key or key != last or key.isdigit():  # the normaliser writes numbers as digits
             out.append(word)
         last = key or last
     return " ".join(out)
