@@ -342,7 +342,7 @@ class Utterance:
     speed: float = 1.0  # training only: the audio played this much faster (speed perturbation), text unchanged
 
 
-SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 7 s each on average: default train ~25 h
+SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 6 s each on average: default train ~27 h
     "small": dict(train=360, dev=24, test=24, long=0.08, modern=24),
     "default": dict(train=16000, dev=300, test=300, long=0.08, modern=300),
     "large": dict(train=60000, dev=300, test=300, long=0.08, modern=300),

@@ -126,21 +126,21 @@ def generate(model: W.Whisfusion, ctx: W.AudioContext, opts: DecodeOptions = Dec
 
 def select(tokens, scores, opts: DecodeOptions) -> list[str]:
     """One transcript per utterance: the most confident candidate, or the minimum-Bayes-risk one
-    (the candidate with the smallest summed word edit distance to the other candidates)."""
+    (the candidate with the smallest summed word edit distance to the other candidates), its repeated words
+    dropped (`drop_repeats`)."""
     out, text_of = [], {}  # candidates often repeat one another: each distinct canvas is decoded once
     for b, rows in enumerate(tokens.tolist()):
         texts = []
         for key in map(tuple, rows):
             if key not in text_of:
-                text = data.canvas_to_text(key)
-                text_of[key] = drop_repeats(text) if opts.drop_repeats else text
+                text_of[key] = data.canvas_to_text(key)
             texts.append(text_of[key])
         if opts.select == "mbr" and len(texts) > 1:
             risk = mbr_risk([t.split() for t in texts])
             best = min(range(len(texts)), key=lambda k: (risk[k], -scores[b, k].item()))
         else:
             best = int(scores[b].argmax())
-        out.append(texts[best])
+        out.append(drop_repeats(texts[best]) if opts.drop_repeats else texts[best])
     return out
 
 
