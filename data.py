@@ -430,7 +430,8 @@ def read_librispeech(root: Path) -> list[Utterance]:
 
 
 def load_split(name: str, size: str = "default") -> list[Utterance]:
-    """A split by name (train, dev, test, test-unseen-voice, real), a LibriSpeech folder, or a .tsv manifest."""
+    """A split by name (train, dev, test, test-unseen-voice, modern, real), a LibriSpeech folder, or a .tsv
+    manifest."""
     path = Path(name)
     if name == "real":
         manifest = DATA_DIR / "real" / "real.tsv"
@@ -448,6 +449,8 @@ def load_split(name: str, size: str = "default") -> list[Utterance]:
                                     f"(e.g. LibriSpeech/test-clean)")
     elif name in SPLITS:
         manifest = corpus_dir(size) / f"{name}.tsv"
+        if name == "modern" and not SIZES[size].get("modern"):
+            raise FileNotFoundError(f"TinySpeech '{size}' has no modern split (its text is its own grammar)")
         if not manifest.exists():
             raise FileNotFoundError(f"{manifest} is missing: build the corpus first with "
                                     f"`python data.py --size {size}`")

@@ -544,7 +544,7 @@ def get_args(argv=None):
     p.add_argument("files", nargs="*", help="audio files to transcribe")
     p.add_argument("--ckpt", default="checkpoints/stage2.pt", help="trained Whisfusion checkpoint (none: score "
                    "only the --baseline models)")
-    p.add_argument("--eval", default=None, help="split to score: train/dev/test/test-unseen-voice/real, a "
+    p.add_argument("--eval", default=None, help="split to score: train/dev/test/test-unseen-voice/modern/real, a "
                    "LibriSpeech folder or a .tsv manifest")
     p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus of --eval's split "
                    "(default: the one the checkpoint was trained on)")

@@ -307,8 +307,10 @@ def test_training_manifest_naming_a_missing_file_fails_before_training(tmp_path,
 
 def test_unknown_split_is_named_and_only_real_splits_suggest_building(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"unknown split 'tset': use one of train, dev, test, "
-                                                r"test-unseen-voice, real, a LibriSpeech folder or a .tsv"):
+                                                r"test-unseen-voice, modern, real, a LibriSpeech folder or a .tsv"):
         data.load_split("tset", "small")
+    with pytest.raises(FileNotFoundError, match=r"'numbers' has no modern split"):
+        data.load_split("modern", "numbers")
     monkeypatch.setattr(data, "DATA_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"python data.py --size small"):
         data.load_split("test", "small")
