@@ -114,6 +114,20 @@ def test_small_corpus_voices_manifests_and_idempotence():
     assert time.time() - t0 < 5
 
 
+def test_a_corpus_built_before_a_split_existed_gets_only_that_split():
+    """done.json lists the finished splits: a corpus from before `modern` gets it added, the rest untouched."""
+    import json
+    tinyspeech.build_corpus("small")
+    root = data.corpus_dir("small")
+    done, modern = json.loads((root / "done.json").read_text()), (root / "modern.tsv").read_text()
+    before = {s: (root / f"{s}.tsv").stat().st_mtime_ns for s in done if s != "modern"}
+    (root / "modern.tsv").unlink()
+    (root / "done.json").write_text(json.dumps({s: h for s, h in done.items() if s != "modern"}))
+    assert tinyspeech.build_corpus("small") == done
+    assert {s: (root / f"{s}.tsv").stat().st_mtime_ns for s in before} == before
+    assert (root / "modern.tsv").read_text() == modern  # the same plan and, its audio kept, the same manifest
+
+
 @pytest.mark.parametrize("voice", [tts.VOICES[0], tts.Voice("festival-kal", "festival", "kal_diphone", 0.1)])
 def test_an_engine_worker_that_has_exited_gives_an_error_naming_the_fix(monkeypatch, tmp_path, voice):
     """A piper or festival worker that died (here: a Python that exits at once) fails the utterance with the
