@@ -572,7 +572,8 @@ def get_args(argv=None):
 def main(argv=None):
     args = get_args(argv)
     opts = DecodeOptions(candidates=args.candidates, steps=args.steps, select=args.select,
-                         drop_repeats=not args.keep_repeats, cuda_graph=not args.no_cuda_graph, compile=not args.no_compile)
+                         drop_repeats=not args.keep_repeats, cuda_graph=not args.no_cuda_graph,
+                         compile=not args.no_compile)
     try:
         model, ckpt = load_for_decoding(args.ckpt, args.device, with_ckpt=True) if args.ckpt != "none" \
             else (None, {})

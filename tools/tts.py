@@ -71,9 +71,9 @@ def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
         return _ask(voice, json.dumps(job), text)
     if voice.engine == "festival":  # Scheme: synthesise one utterance and save it, then say "ok" (or "failed")
         quoted = text.replace("\\", " ").replace('"', " ")
-        return _ask(voice, f"(unwind-protect (begin (Parameter.set 'Duration_Stretch {speed:.2f}) (utt.save.wave "
-                           f"(utt.synth (Utterance Text \"{quoted}\")) \"{out_wav}\" 'riff) (format t \"ok\\n\") (fflush nil)) "
-                           f"(begin (format t \"failed\\n\") (fflush nil)))", text)
+        say = f"(utt.save.wave (utt.synth (Utterance Text \"{quoted}\")) \"{out_wav}\" 'riff)"
+        return _ask(voice, f"(unwind-protect (begin (Parameter.set 'Duration_Stretch {speed:.2f}) {say} "
+                           f"(format t \"ok\\n\") (fflush nil)) (begin (format t \"failed\\n\") (fflush nil)))", text)
     if voice.engine == "flite":
         cmd = ["flite", "-voice", voice.arg, "--setf", f"duration_stretch={speed:.2f}", "-t", text, "-o", out_wav]
     else:
