@@ -52,7 +52,7 @@ STAGES = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, h
 }
 
 RECIPES = {  # what `python train.py --stage N` trains, per model preset; a flag given on the command line wins
-    # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 14,000 spoken sentences). Stage 2 would
+    # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 16,000 spoken sentences). Stage 2 would
     # memorise those sentences, so stages 1-2 also hear every utterance 10 % slower and faster (speed
     # perturbation), and stage 2 adds dropout on the decoder's residual branches and two SpecAugment-style time
     # masks on the audio features (docs/results.md measures each).

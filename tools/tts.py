@@ -61,6 +61,7 @@ for line in sys.stdin:
 """
 ESPEAK_WPM = 170  # espeak-ng's default speaking rate (words per minute), stretched by the drawn speed
 _workers: dict[str, subprocess.Popen] = {}  # voice name -> its long-lived engine process (see _ask)
+os.register_at_fork(after_in_child=_workers.clear)  # a forked build process starts its own, never shares one
 
 
 def synthesize(voice: Voice, text: str, out_wav: str, rng: random.Random):
@@ -90,8 +91,15 @@ def _ask(voice: Voice, request: str, text: str):
         cmd = [str(PIPER_PYTHON), "-c", _PIPER_WORKER] if voice.engine == "piper" else ["festival", "--pipe"]
         worker = _workers[voice.name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                           text=True)
-        if voice.engine == "festival":
-            worker.stdin.write(f"(voice_{voice.arg})\n")
+        if voice.engine == "festival":  # a voice that is not installed leaves festival on its default one
+            worker.stdin.write(f"(voice_{voice.arg}) (format t \"%s\\n\" current-voice) (fflush nil)\n")
+            worker.stdin.flush()
+            if (spoken := worker.stdout.readline().strip()) != voice.arg:
+                worker.kill()
+                del _workers[voice.name]
+                raise data.DataError(f"festival has no voice {voice.arg} (it answered {spoken!r}). Run `make setup` "
+                                     f"(apt-get install festival festvox-us-slt-hts festvox-kallpc16k "
+                                     f"festvox-kdlpc16k)")
     try:
         worker.stdin.write(request + "\n")
         worker.stdin.flush()
