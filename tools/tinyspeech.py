@@ -145,11 +145,15 @@ def synth_split(split: str, items: list[dict], voices: list, root: Path, size: s
     rng = random.Random(f"{seed}/voices/{split}")
     out_dir = root / split
     out_dir.mkdir(parents=True, exist_ok=True)
-    if split == "modern":
-        voices = [v for v in voices if v.name in MODERN_VOICES] or voices
-    jobs = [(it, tts.HELD_OUT_VOICE if split == "test-unseen-voice" else voices[i % len(voices)]
-             if split == "modern" else rng.choices(voices, [v.weight for v in voices])[0], str(out_dir), seed)
-            for i, it in enumerate(items)]
+    modern = [v for v in voices if v.name in MODERN_VOICES] or voices
+
+    def voice_of(i: int) -> tts.Voice:  # the held-out voice, the two modern voices in turn, or drawn by weight
+        if split == "test-unseen-voice":
+            return tts.HELD_OUT_VOICE
+        if split == "modern":
+            return modern[i % len(modern)]
+        return rng.choices(voices, [v.weight for v in voices])[0]
+    jobs = [(it, voice_of(i), str(out_dir), seed) for i, it in enumerate(items)]
     with Pool(workers or os.cpu_count()) as pool:
         results = list(tqdm(pool.imap_unordered(_synth_item, jobs, chunksize=4), total=len(jobs),
                             desc=f"{size}/{split}"))
@@ -174,10 +178,12 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
     marks = {split: hashlib.sha256(json.dumps([(it["id"], it["text"]) for it in items]).encode()).hexdigest()[:16]
              for split, items in plans.items()}  # what each utterance id says: resumed audio must say the same
     built = json.loads((root / "plan.json").read_text()) if (root / "plan.json").exists() else {}
+
+    def fits(split, items) -> bool:  # a split finished before plan.json: does its manifest have the plan's size?
+        return (1 - MAX_FAILED) * len(items) <= len(data.read_manifest(root / f"{split}.tsv")) <= len(items)
     for split, items in plans.items():
         if split in hours:
-            if built.get(split, marks[split]) != marks[split] or split not in built and not (
-                    (1 - MAX_FAILED) * len(items) <= len(data.read_manifest(root / f"{split}.tsv")) <= len(items)):
+            if built.get(split, marks[split]) != marks[split] or split not in built and not fits(split, items):
                 print(f"warning: {root / split} was built from an earlier plan of sentences and is kept as it is; "
                       f"for the current corpus delete {root} and run again", file=sys.stderr)
             continue

