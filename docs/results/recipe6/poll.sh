@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Wait up to $1 s for plan.sh's $2 (ALL_DONE by default), packing the logs (no checkpoints) into $OUT every 20 s
+# (a call cut short still brings back what is there), then print the progress and the WER tables.
+L=${L:-$HOME/r6}; T=${1:-540}; F=${2:-ALL_DONE}; t0=$(date +%s)
+[ -f $L/progress.log ] || { echo "no $L/progress.log: this is a fresh machine, plan.sh's run is gone"; exit 3; }
+pack() { tar czf $OUT/r6.tmp -C $(dirname $L) --exclude='*.pt' --exclude='features' $(basename $L) 2>/dev/null
+  mv $OUT/r6.tmp $OUT/r6.tgz; }
+while [ ! -f $L/$F ] && [ $(( $(date +%s) - t0 )) -lt $T ]; do pack; sleep 20; done
+pack; cat $L/progress.log; tail -n 2 $L/corpus.log $L/s0.log $L/s1.log $L/s2.log 2>/dev/null | cut -c1-300
+for f in $L/*.log; do grep -q "^system" $f 2>/dev/null && { echo "== $f"; grep -A4 "^system" $f; }; done
+ls -la $OUT
