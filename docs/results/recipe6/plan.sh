@@ -12,20 +12,19 @@ cd "$(dirname "$0")/../../.."
 if [ -d $HOME/site ]; then source .device/bin/env.sh || exit 1; fi  # the GPU machine (setup.sh installed there)
 L=${L:-$HOME/r6}; mkdir -p $L; PY=${PY:-python3}; SIZE=${SIZE:-default}
 X=${X:-}; X0=${X0:-}; X12=${X12:-}; XD=${XD:-}  # the dry run's flags; none on the GPU
-B=${B:-tiny.en base}  # the Whisper baselines (B=tiny.en where Whisper-base's wheels were not staged)
 stamp() { echo "$(date +%T) $*" >> $L/progress.log; }
 run() { local name=$1; shift; local t=$(date +%s)
   $PY "$@" > $L/$name.log 2>&1 || stamp "FAILED $name"; stamp "end $name $(( $(date +%s) - t ))s"; }
 stamp "start $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null) $(nproc --all) cores"
-run prep -c "from tools import text, weights; text.ensure(); [print(weights.ensure(m)) for m in '$B'.split()]"
+run prep -c "from tools import text, weights; text.ensure(); print(weights.ensure('tiny.en'), weights.ensure('base'))"
 ( t=$(date +%s); $PY data.py --size $SIZE > $L/corpus.log 2>&1 || stamp "FAILED corpus"; stamp "corpus done $(( $(date +%s) - t ))s" ) &
 run s0 train.py --stage 0 $X $X0
 wait  # the corpus
 export OMP_NUM_THREADS=2
 W="decode.py --ckpt none --no-compile --out $L/whisper --size $SIZE"
-run w-test $W --eval test --baseline $B $XD &
-run w-real $W --eval real --baseline $B $XD &
-run w-modern $W --eval modern --baseline $B $XD &
+run w-test $W --eval test --baseline tiny.en base $XD &
+run w-real $W --eval real --baseline tiny.en base $XD &
+run w-modern $W --eval modern --baseline tiny.en base $XD &
 run w-unseen $W --eval test-unseen-voice --baseline tiny.en $XD &
 run s1 train.py --stage 1 $X $X12
 run s2 train.py --stage 2 $X $X12
