@@ -55,8 +55,7 @@ RECIPES = {  # what `python train.py --stage N` trains, per model preset; a flag
     # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 16,000 spoken sentences). Stage 2 would
     # memorise those sentences, so stages 1-2 also hear every utterance 10 % slower and faster (speed
     # perturbation), and stage 2 adds dropout on the decoder's residual branches and two SpecAugment-style time
-    # masks on the audio features (docs/results.md measures each). Stage 2 stops at 2,300 steps: its dev loss is
-    # lowest near 1,500, and a longer stage 2 would not fit the 20 training minutes of one H100.
+    # masks on the audio features (docs/results.md measures each); it stops while its dev loss is still near its low.
     "default": {0: dict(size="default", steps=1500, batch_size=256),
                 1: dict(size="default", steps=5200, batch_size=256, speed_perturb=(0.9, 1.1)),
                 2: dict(size="default", steps=2300, batch_size=256, speed_perturb=(0.9, 1.1), dropout=0.1,
