@@ -4,9 +4,9 @@
 # six after stage 2 (thirteen side by side ran out of an 80 GB card). The commands are the README's, no flags
 # except --no-compile (the same tokens up to fused-kernel rounding, no minutes of compilation). Estimated on one
 # H100: prep 15 s, corpus 5 min beside stage 0, stage 1 9 min, stage 2 (2,300 steps) 5.5 min, decoding 1.5 min.
-# Run in the background (setsid) from the repository root after the setup calls; poll with poll.sh (L=$HOME/r6).
-# CPU dry run: L=/tmp/r6 SIZE=small X="--device cpu --size small" X0="--preset tiny --steps 3 --batch-size 4" X12="--steps 3
-#   --batch-size 4" XD="--device cpu --limit 4" bash docs/results/recipe6/plan.sh
+# Run in the background (setsid) from the repository root after the setup calls; poll with ../recipe5/poll.sh
+# (L=$HOME/r6). CPU dry run: L=/tmp/r6 SIZE=small X="--device cpu --size small" X0="--preset tiny --steps 3
+#   --batch-size 4" X12="--steps 3 --batch-size 4" XD="--device cpu --limit 4" bash docs/results/recipe6/plan.sh
 set -u
 cd "$(dirname "$0")/../../.."
 if [ -d $HOME/site ]; then source .device/bin/env.sh || exit 1; fi  # the GPU machine (setup.sh installed there)

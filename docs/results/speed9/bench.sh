@@ -3,7 +3,7 @@
 # cover a training run: a `default`-shaped model trained one step per stage on the small corpus (its timings are
 # the trained model's shapes; its transcripts are not text), timed on the small corpus's training clips, which
 # hold enough of each length bucket. Run in the background (setsid) from the repository root after the setup
-# calls; poll with ../recipe6/poll.sh (L=$HOME/s9, flag BENCH_DONE).
+# calls; poll with ../recipe5/poll.sh (L=$HOME/s9, flag BENCH_DONE).
 set -u
 cd "$(dirname "$0")/../../.."
 if [ -d $HOME/site ]; then source .device/bin/env.sh || exit 1; fi
