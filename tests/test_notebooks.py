@@ -44,17 +44,23 @@ CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
                       # few words either way (piper's clips differ between corpus builds): at most 5 words worse
                       and r["test_wer_after_stage"]["2"] <= min(10, r["test_wer_after_stage"]["1"] + 2.6)
                       and r["high_t_loss"]["2"] < 0.25 * r["high_t_loss"]["1"]),
-    # 06 watches PDD on held-out clips with white noise at 3 dB SNR, where the first step is often wrong. With other
-    # noise draws (a stand-in for a rebuilt corpus) S=1 -> 4 gained 1.2-1.9 points and S=1 -> 8 3.1-3.9: the
-    # margins below are half of the smallest gains seen
-    "06_pdd": ("on noisy held-out clips a later PDD step fixes what the first got wrong and the WER falls with S "
-               "(S=1 above S=4 and S=8); the candidates part ways after the first partial re-mask; clean test WER "
-               "<= 10 %",
+    # 06 watches PDD on held-out clips with white noise at 3 dB SNR, where the first step is often wrong. CPU
+    # training is not bit-identical across machines; three trainings gained 1.0-4.2 points from S=1 to S=4,
+    # 1.3-4.4 to S=8 and 1.9-6.5 with a single canvas at S=8: the margins below are half of the smallest gains seen
+    "06_pdd": ("on noisy held-out clips the first step gets about a third of the words wrong, a later PDD step "
+               "fixes what the first got wrong, S=4 and S=8 end below S=1 (with K=15, and S=8 with K=1); on clean "
+               "clips more steps change little; the candidates part ways after the first partial re-mask; MBR and "
+               "confidence mostly agree and end within a few points; clean test WER <= 10 %",
                lambda r: r["test_wer"] <= 10
                and r["fixed_by_later_step"] is True and r["example_wer_step0"] > 0 and r["example_wer_final"] == 0
+               and 20 <= r["wer_by_steps"]["1"] <= 45
                and r["wer_by_steps"]["1"] - r["wer_by_steps"]["4"] >= 0.5
-               and r["wer_by_steps"]["1"] - r["wer_by_steps"]["8"] >= 1.5
-               and r["distinct_after_step"][0] == 1 and max(r["distinct_after_step"]) > 1),
+               and r["wer_by_steps"]["1"] - r["wer_by_steps"]["8"] >= 0.6
+               and r["wer_by_steps_k1"]["1"] - r["wer_by_steps_k1"]["8"] >= 0.9
+               and max(abs(w - r["wer_by_steps_clean_k1"]["1"]) for w in r["wer_by_steps_clean_k1"].values()) <= 1.5
+               and r["wer_by_steps_stage1_clean_k1"]["8"] > r["wer_by_steps_stage1_clean_k1"]["1"] - 1.0
+               and r["distinct_after_step"][0] == 1 and max(r["distinct_after_step"]) > 1
+               and r["same_choice"] >= 0.5 and abs(r["wer_noisy_mbr"] - r["wer_noisy_confidence"]) <= 3),
 }
 
 
@@ -95,3 +101,13 @@ def test_notebook_runs(path, cpu_checkpoints):
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
     what, ok = CHECKS[path.stem]
     assert ok(result_of(nb)), f"{path.name}: {what}: {result_of(nb)}"
+
+
+def test_readme_picture_is_the_saved_notebook_run():
+    """The README's PDD picture is the one that the committed copy of notebook 06 printed."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## PDD in one picture"):]
+    picture = section.split("```\n")[1].rstrip("\n")
+    nb = nbformat.read(ROOT / "notebooks" / "06_pdd.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert picture.startswith("PDD, K = ") and picture in printed
