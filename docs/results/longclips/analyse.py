@@ -34,58 +34,65 @@ def align(ref, hyp):
 
 
 BINS = [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 80)]
-for path in sys.argv[1:]:
-    rows = list(csv.DictReader(open(path)))
-    systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
-    print(f"\n{path}: utterances with more than 40 reference words")
-    print("word index  " + "".join(f"{s[:22]:>26s}" for s in systems) + "   (sub / del / ins per 100 reference words)")
-    stats = {s: {b: Counter() for b in BINS} for s in systems}
-    tails = {s: Counter() for s in systems}
-    for r in rows:
-        ref = decode.normalize(r["reference"]).split()
-        if len(ref) <= 40:
-            continue
-        for s in systems:
-            h = r[s + "_hyp"]
-            hyp = decode.normalize(decode.drop_repeats(h) if s == "whisfusion" else h).split()
-            tags, ins = align(ref, hyp)
-            for k, t in enumerate(tags):
-                b = next(b for b in BINS if b[0] <= k < b[1]); stats[s][b][t] += 1; stats[s][b]["n"] += 1
-            for k in ins:
-                b = next((b for b in BINS if b[0] <= k < b[1]), BINS[-1]); stats[s][b]["ins"] += 1
-            tails[s]["utts"] += 1
-            tails[s]["short"] += len(hyp) < len(ref) - 3
-            tails[s]["last5_deleted"] += sum(t == "del" for t in tags[-5:])
-            raw = decode.normalize(h).split()
-            tails[s]["rep"] += sum(a == b for a, b in zip(raw, raw[1:]))
-            tails[s]["hypwords"] += len(hyp); tails[s]["refwords"] += len(ref)
-    for b in BINS:
-        cells = []
-        for s in systems:
-            c = stats[s][b]
-            if c["n"]:
-                cells.append(f"{100*c['sub']/c['n']:6.1f} /{100*c['del']/c['n']:5.1f} /{100*c['ins']/c['n']:5.1f} (n={c['n']:4d})")
-            else:
-                cells.append(" " * 26)
-        print(f"{b[0]:3d}-{b[1] - 1:<3d}     " + "".join(f"{x:>26s}" for x in cells))
-    for s in systems:
-        t = tails[s]
-        print(f"{s}: {t['utts']} utts, hyp/ref words {t['hypwords']}/{t['refwords']}, "
-              f"{t['short']} transcripts >3 words short, last 5 words deleted {t['last5_deleted']}, "
-              f"repeated words before dropping {t['rep']}")
 
-print("\nBy reference length: corpus WER % (raw -> repeated words dropped), repeated words per 100 transcript words")
-for path in sys.argv[1:]:
-    rows = list(csv.DictReader(open(path)))
-    systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
-    print(path)
-    for lo, hi in ((0, 15), (16, 40), (41, 999)):
-        sel = [r for r in rows if lo <= len(decode.normalize(r["reference"]).split()) <= hi]
-        refs = [r["reference"] for r in sel]
-        cells = []
+
+def main(paths):
+    for path in paths:
+        rows = list(csv.DictReader(open(path)))
+        systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
+        print(f"\n{path}: utterances with more than 40 reference words")
+        print("word index  " + "".join(f"{s[:22]:>26s}" for s in systems) + "   (sub / del / ins per 100 reference words)")
+        stats = {s: {b: Counter() for b in BINS} for s in systems}
+        tails = {s: Counter() for s in systems}
+        for r in rows:
+            ref = decode.normalize(r["reference"]).split()
+            if len(ref) <= 40:
+                continue
+            for s in systems:
+                h = r[s + "_hyp"]
+                hyp = decode.normalize(decode.drop_repeats(h) if s == "whisfusion" else h).split()
+                tags, ins = align(ref, hyp)
+                for k, t in enumerate(tags):
+                    b = next(b for b in BINS if b[0] <= k < b[1]); stats[s][b][t] += 1; stats[s][b]["n"] += 1
+                for k in ins:
+                    b = next((b for b in BINS if b[0] <= k < b[1]), BINS[-1]); stats[s][b]["ins"] += 1
+                tails[s]["utts"] += 1
+                tails[s]["short"] += len(hyp) < len(ref) - 3
+                tails[s]["last5_deleted"] += sum(t == "del" for t in tags[-5:])
+                raw = decode.normalize(h).split()
+                tails[s]["rep"] += sum(a == b for a, b in zip(raw, raw[1:]))
+                tails[s]["hypwords"] += len(hyp); tails[s]["refwords"] += len(ref)
+        for b in BINS:
+            cells = []
+            for s in systems:
+                c = stats[s][b]
+                if c["n"]:
+                    cells.append(f"{100*c['sub']/c['n']:6.1f} /{100*c['del']/c['n']:5.1f} /{100*c['ins']/c['n']:5.1f} (n={c['n']:4d})")
+                else:
+                    cells.append(" " * 26)
+            print(f"{b[0]:3d}-{b[1] - 1:<3d}     " + "".join(f"{x:>26s}" for x in cells))
         for s in systems:
-            hyps = [r[s + "_hyp"] for r in sel]
-            raw = decode.wer(refs, hyps)[0]
-            dropped = decode.wer(refs, [decode.drop_repeats(h) for h in hyps])[0]
-            cells.append(f"{s}: {raw:5.1f} -> {dropped:5.1f}, rep {decode.repeated_word_rate(hyps):4.1f}")
-        print(f"  {lo:3d}-{hi:<3d} words ({len(sel):3d} utts)  " + " | ".join(cells))
+            t = tails[s]
+            print(f"{s}: {t['utts']} utts, hyp/ref words {t['hypwords']}/{t['refwords']}, "
+                  f"{t['short']} transcripts >3 words short, last 5 words deleted {t['last5_deleted']}, "
+                  f"repeated words before dropping {t['rep']}")
+
+    print("\nBy reference length: corpus WER % (raw -> repeated words dropped), repeated words per 100 transcript words")
+    for path in paths:
+        rows = list(csv.DictReader(open(path)))
+        systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
+        print(path)
+        for lo, hi in ((0, 15), (16, 40), (41, 999)):
+            sel = [r for r in rows if lo <= len(decode.normalize(r["reference"]).split()) <= hi]
+            refs = [r["reference"] for r in sel]
+            cells = []
+            for s in systems:
+                hyps = [r[s + "_hyp"] for r in sel]
+                raw = decode.wer(refs, hyps)[0]
+                dropped = decode.wer(refs, [decode.drop_repeats(h) for h in hyps])[0]
+                cells.append(f"{s}: {raw:5.1f} -> {dropped:5.1f}, rep {decode.repeated_word_rate(hyps):4.1f}")
+            print(f"  {lo:3d}-{hi:<3d} words ({len(sel):3d} utts)  " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,46 @@
+"""Which reference words the systems get wrong, by how often the word occurs in the training text of the model's
+corpus (the books: austen, kjv, wordnet, fortunes; the modern sources came later). Each reference word is aligned
+to the transcript (Levenshtein, as docs/results/longclips/analyse.py) and counted as right or wrong (substituted or
+deleted); Whisfusion's transcripts with the repeats dropped. Run from the repository root:
+    .venv/bin/python docs/results/rarewords/analyse.py docs/results/torchrun4/S4/test.csv ..."""
+import csv
+import json
+import sys
+from collections import Counter
+
+sys.path.insert(0, ".")
+sys.path.insert(0, "docs/results/longclips")
+import data
+import decode
+from analyse import align  # noqa: E402 (the long-clip script's alignment)
+
+text = json.load(open(data.DATA_DIR / "text" / "sentences.json"))["train"]
+counts = Counter(w for doc, sents in text.items() if doc.split("/")[0] in ("austen", "kjv", "wordnet", "fortunes")
+                 for s in sents for w in decode.normalize(s).split())
+BUCKETS = [(0, 0), (1, 9), (10, 99), (100, 999), (1000, 10 ** 9)]
+print(f"training text: {sum(counts.values()):,} words, {len(counts):,} distinct")
+for path in sys.argv[1:]:
+    rows = list(csv.DictReader(open(path)))
+    systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
+    stats = {s: {b: Counter() for b in BUCKETS} for s in systems}
+    for r in rows:
+        ref = decode.normalize(r["reference"]).split()
+        for s in systems:
+            h = r[s + "_hyp"]
+            tags, _ = align(ref, decode.normalize(decode.drop_repeats(h) if s == "whisfusion" else h).split())
+            for w, t in zip(ref, tags):
+                b = next(b for b in BUCKETS if b[0] <= counts[w] <= b[1])
+                stats[s][b]["n"] += 1
+                stats[s][b]["wrong"] += t != "ok"
+    n_all = sum(stats[systems[0]][b]["n"] for b in BUCKETS)
+    print(f"\n{path}: reference words wrong (substituted or deleted), % of the words in each bucket")
+    print("occurrences in the training text   share of words  " + "".join(f"{s:>18s}" for s in systems))
+    for b in BUCKETS:
+        n = stats[systems[0]][b]["n"]
+        label = f"{b[0]}" if b[0] == b[1] else f"{b[0]}-{b[1] if b[1] < 10 ** 9 else ''}"
+        print(f"{label:>12s}{'':22s}{100 * n / n_all:6.1f} %      "
+              + "".join(f"{100 * stats[s][b]['wrong'] / max(n, 1):17.1f}%" for s in systems))
+    for s in systems:
+        wrong = sum(stats[s][b]["wrong"] for b in BUCKETS)
+        rare = sum(stats[s][b]["wrong"] for b in BUCKETS[:2])
+        print(f"{s}: {wrong} reference words wrong, {rare} of them ({100 * rare / wrong:.0f} %) seen fewer than 10 times")
