@@ -1,13 +1,25 @@
 """Where the long clips' errors are: word errors by position in the reference, for Whisfusion and Whisper-tiny.en
 on the same utterances (transcripts saved by decode.py --out, Whisfusion's with its repeated words dropped, as
 decode.py now writes them). Run from the repository root:
-    .venv/bin/python docs/results/longclips/analyse.py docs/results/torchrun4/S4/test.csv ..."""
+    .venv/bin/python docs/results/longclips/analyse.py docs/results/torchrun4/S4/test.csv ...
+An argument may join the CSVs of one split with "+" (a run that decoded Whisper apart: K15S4/test.csv+whisper/test.csv);
+their rows are matched by id."""
 import csv
 import sys
 from collections import Counter
 
 sys.path.insert(0, ".")
 import decode
+
+
+def load_rows(arg):
+    """The rows of one CSV, or of several joined with "+" and matched by id (each adds its systems' columns)."""
+    files = [list(csv.DictReader(open(p))) for p in arg.split("+")]
+    by_id = {r["id"]: dict(r) for r in files[0]}
+    for rows in files[1:]:
+        for r in rows:
+            by_id[r["id"]].update(r)
+    return list(by_id.values())
 
 
 def align(ref, hyp):
@@ -38,7 +50,7 @@ BINS = [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 80)]
 
 def main(paths):
     for path in paths:
-        rows = list(csv.DictReader(open(path)))
+        rows = load_rows(path)
         systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
         print(f"\n{path}: utterances with more than 40 reference words")
         print("word index  " + "".join(f"{s[:22]:>26s}" for s in systems) + "   (sub / del / ins per 100 reference words)")
@@ -79,7 +91,7 @@ def main(paths):
 
     print("\nBy reference length: corpus WER % (raw -> repeated words dropped), repeated words per 100 transcript words")
     for path in paths:
-        rows = list(csv.DictReader(open(path)))
+        rows = load_rows(path)
         systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
         print(path)
         for lo, hi in ((0, 15), (16, 40), (41, 999)):

