@@ -47,16 +47,17 @@ CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
     # 06 watches PDD on held-out clips with white noise at 3 dB SNR, where the first step is often wrong. CPU
     # training is not bit-identical across machines; with K=15 four trainings gained 1.0-4.2 points from S=1 to
     # S=4 and 1.3-4.4 to S=8, while a single canvas at S=8 went from 6.5 points better to 1.3 worse: only the K=15
-    # direction is checked, and the notebook says the single canvas varies
-    "06_pdd": ("on noisy held-out clips the first step gets about a third of the words wrong, a later PDD step "
+    # direction is checked, and the notebook says the single canvas varies. On clean clips a single canvas moved
+    # by up to four words (1.0 point) from S=1: "a few words" is checked as at most eight
+    "06_pdd": ("on noisy held-out clips the first step gets a quarter to a third of the words wrong, a later PDD step "
                "fixes what the first got wrong, S=4 and S=8 end below S=1 with K=15; on clean "
                "clips more steps change little; the candidates part ways after the first partial re-mask; MBR and "
                "confidence mostly agree and end within a few points; clean test WER <= 10 %",
                lambda r: r["test_wer"] <= 10
                and r["fixed_by_later_step"] is True and r["example_wer_step0"] > 0 and r["example_wer_final"] == 0
-               and 20 <= r["wer_by_steps"]["1"] <= 45
+               and 20 <= r["wer_by_steps"]["1"] <= 40
                and r["wer_by_steps"]["4"] < r["wer_by_steps"]["1"] and r["wer_by_steps"]["8"] < r["wer_by_steps"]["1"]
-               and max(abs(w - r["wer_by_steps_clean_k1"]["1"]) for w in r["wer_by_steps_clean_k1"].values()) <= 1.5
+               and max(abs(w - r["wer_by_steps_clean_k1"]["1"]) for w in r["wer_by_steps_clean_k1"].values()) <= 2.0
                and r["wer_by_steps_stage1_clean_k1"]["8"] > r["wer_by_steps_stage1_clean_k1"]["1"] - 1.0
                and r["distinct_after_step"][0] == 1 and max(r["distinct_after_step"]) > 1
                and r["same_choice"] >= 0.5 and abs(r["wer_noisy_mbr"] - r["wer_noisy_confidence"]) <= 3),

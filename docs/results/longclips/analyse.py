@@ -1,9 +1,15 @@
 """Where the long clips' errors are: word errors by position in the reference, for Whisfusion and Whisper-tiny.en
 on the same utterances (transcripts saved by decode.py --out, Whisfusion's with its repeated words dropped, as
-decode.py now writes them). Run from the repository root:
-    .venv/bin/python docs/results/longclips/analyse.py docs/results/torchrun4/S4/test.csv ...
-An argument may join the CSVs of one split with "+" (a run that decoded Whisper apart: K15S4/test.csv+whisper/test.csv);
-their rows are matched by id."""
+decode.py now writes them; transcripts written since then have theirs dropped already, so "raw" equals "dropped"
+for them unless they were decoded with --keep-repeats). Run from the repository root; analysis.txt is
+    .venv/bin/python docs/results/longclips/analyse.py docs/results/torchrun4/S4/test.csv \
+        docs/results/recipe4/default/test-unseen-voice.csv+docs/results/torchrun4/S4/test-unseen-voice.csv \
+        docs/results/torchrun4/S4/dev.csv docs/results/torchrun4/K5S8/test.csv
+(the unseen voice: Whisper-tiny.en's transcripts from recipe4's CSV, Whisfusion's from torchrun4's, one model
+throughout)
+An argument may join the CSVs of one split with "+" (a run that decoded Whisper apart: K15S4/test.csv+whisper/test.csv):
+their rows are matched by id, every id must be in the first file, and a later file's columns replace an earlier
+file's of the same name."""
 import csv
 import sys
 from collections import Counter
@@ -23,8 +29,8 @@ def load_rows(arg):
 
 
 def align(ref, hyp):
-    """Levenshtein alignment: per reference word, 'ok' / 'sub' / 'del'; and the insertions with the reference
-    index they follow."""
+    """Levenshtein alignment: per reference word, 'ok' / 'sub' / 'del'; and per inserted word the index of the
+    reference word it comes before (len(ref) for one after the last)."""
     n, m = len(ref), len(hyp)
     d = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(n + 1):
@@ -45,7 +51,7 @@ def align(ref, hyp):
     return tags, ins
 
 
-BINS = [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 80)]
+BINS = [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 10 ** 6)]  # word positions, the last open
 
 
 def main(paths):
@@ -82,7 +88,8 @@ def main(paths):
                     cells.append(f"{100*c['sub']/c['n']:6.1f} /{100*c['del']/c['n']:5.1f} /{100*c['ins']/c['n']:5.1f} (n={c['n']:4d})")
                 else:
                     cells.append(" " * 26)
-            print(f"{b[0]:3d}-{b[1] - 1:<3d}     " + "".join(f"{x:>26s}" for x in cells))
+            print((f"{b[0]:3d}-{b[1] - 1:<3d}" if b[1] < 10 ** 6 else f"{b[0]:3d}+   ") + "     "
+                  + "".join(f"{x:>26s}" for x in cells))
         for s in systems:
             t = tails[s]
             print(f"{s}: {t['utts']} utts, hyp/ref words {t['hypwords']}/{t['refwords']}, "
@@ -101,7 +108,7 @@ def main(paths):
             for s in systems:
                 hyps = [r[s + "_hyp"] for r in sel]
                 raw = decode.wer(refs, hyps)[0]
-                dropped = decode.wer(refs, [decode.drop_repeats(h) for h in hyps])[0]
+                dropped = decode.wer(refs, [decode.drop_repeats(h) if s == "whisfusion" else h for h in hyps])[0]
                 cells.append(f"{s}: {raw:5.1f} -> {dropped:5.1f}, rep {decode.repeated_word_rate(hyps):4.1f}")
             print(f"  {lo:3d}-{hi:<3d} words ({len(sel):3d} utts)  " + " | ".join(cells))
 

@@ -3,8 +3,13 @@ corpus (the books: austen, kjv, wordnet, fortunes; with --modern also the modern
 the corpus has since round three). Each reference word is aligned
 to the transcript (Levenshtein, as docs/results/longclips/analyse.py) and counted as right or wrong (substituted or
 deleted); Whisfusion's transcripts with the repeats dropped. Run from the repository root:
-    .venv/bin/python docs/results/rarewords/analyse.py [--modern] docs/results/torchrun4/S4/test.csv ...
-(CSVs joined with "+" as in the long-clip script)."""
+    .venv/bin/python docs/results/rarewords/analyse.py [--modern] CSV ...
+(CSVs joined with "+" as in the long-clip script). analysis.txt is
+    (.venv/bin/python docs/results/rarewords/analyse.py docs/results/torchrun4/S4/test.csv \
+        docs/results/recipe4/default/test-unseen-voice.csv+docs/results/torchrun4/S4/test-unseen-voice.csv \
+        docs/results/torchrun4/S4/dev.csv; .venv/bin/python docs/results/rarewords/word_coverage.py) > analysis.txt
+(the unseen voice: Whisper-tiny.en's transcripts from recipe4's CSV, Whisfusion's from torchrun4's, one model
+throughout)."""
 import csv
 import json
 import sys

@@ -8,6 +8,8 @@ d=json.load(open(data.DATA_DIR/"text"/"sentences.json"))
 old=("austen","kjv","wordnet","fortunes")
 def counts(srcs):
     return Counter(w for doc,s in d["train"].items() if doc.split("/")[0] in srcs for x in s for w in decode.normalize(x).split())
+print("\n# coverage: share of words (%) seen 0 / 1-9 / 10-99 / 100+ times, in the books' text (old) and with the "
+      "modern sources (new), all sentences of each split")
 c_old=counts(old); c_new=counts(old+("sotu","ding"))
 print("old text words", sum(c_old.values()), "new", sum(c_new.values()))
 for split in ("test","modern"):
