@@ -79,7 +79,7 @@ def main(paths):
                 tails[s]["last5_deleted"] += sum(t == "del" for t in tags[-5:])
                 raw = decode.normalize(h).split()
                 tails[s]["rep"] += sum(a == b for a, b in zip(raw, raw[1:]))
-                tails[s]["hypwords"] += len(hyp); tails[s]["refwords"] += len(ref)
+                tails[s]["hypwords"] += len(hyp); tails[s]["refwords"] += len(ref); tails[s]["rawwords"] += len(raw)
         for b in BINS:
             cells = []
             for s in systems:
@@ -92,7 +92,7 @@ def main(paths):
                   + "".join(f"{x:>26s}" for x in cells))
         for s in systems:
             t = tails[s]
-            print(f"{s}: {t['utts']} utts, hyp/ref words {t['hypwords']}/{t['refwords']}, "
+            print(f"{s}: {t['utts']} utts, hyp/ref words {t['hypwords']}/{t['refwords']} ({t['rawwords']} before dropping), "
                   f"{t['short']} transcripts >3 words short, last 5 words deleted {t['last5_deleted']}, "
                   f"repeated words before dropping {t['rep']}")
 
