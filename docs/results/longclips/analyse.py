@@ -30,7 +30,9 @@ def load_rows(arg):
 
 def align(ref, hyp):
     """Levenshtein alignment: per reference word, 'ok' / 'sub' / 'del'; and per inserted word the index of the
-    reference word it comes before (len(ref) for one after the last)."""
+    reference word it comes before (len(ref) for one after the last). Written out rather than jiwer's alignment
+    because the tables in results.md were made with this one; jiwer breaks ties differently (about the same errors per
+    bin, some substitutions counted as a deletion plus an insertion)."""
     n, m = len(ref), len(hyp)
     d = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(n + 1):
@@ -51,13 +53,25 @@ def align(ref, hyp):
     return tags, ins
 
 
+def systems_of(rows):
+    """The systems whose transcripts the rows hold (their `*_hyp` columns)."""
+    return [c[:-4] for c in rows[0] if c.endswith("_hyp")]
+
+
+def words_of(row, system):
+    """A system's transcript of the row as normalised words, Whisfusion's with its repeats dropped (as decode.py
+    writes it now)."""
+    h = row[system + "_hyp"]
+    return decode.normalize(decode.drop_repeats(h) if system == "whisfusion" else h).split()
+
+
 BINS = [(0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 10 ** 6)]  # word positions, the last open
 
 
 def main(paths):
-    for path in paths:
-        rows = load_rows(path)
-        systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
+    rows_of = {path: load_rows(path) for path in paths}
+    for path, rows in rows_of.items():
+        systems = systems_of(rows)
         print(f"\n{path}: utterances with more than 40 reference words")
         print("word index  " + "".join(f"{s[:22]:>26s}" for s in systems) + "   (sub / del / ins per 100 reference words)")
         stats = {s: {b: Counter() for b in BINS} for s in systems}
@@ -67,8 +81,7 @@ def main(paths):
             if len(ref) <= 40:
                 continue
             for s in systems:
-                h = r[s + "_hyp"]
-                hyp = decode.normalize(decode.drop_repeats(h) if s == "whisfusion" else h).split()
+                hyp, raw = words_of(r, s), decode.normalize(r[s + "_hyp"]).split()
                 tags, ins = align(ref, hyp)
                 for k, t in enumerate(tags):
                     b = next(b for b in BINS if b[0] <= k < b[1]); stats[s][b][t] += 1; stats[s][b]["n"] += 1
@@ -77,7 +90,6 @@ def main(paths):
                 tails[s]["utts"] += 1
                 tails[s]["short"] += len(hyp) < len(ref) - 3
                 tails[s]["last5_deleted"] += sum(t == "del" for t in tags[-5:])
-                raw = decode.normalize(h).split()
                 tails[s]["rep"] += sum(a == b for a, b in zip(raw, raw[1:]))
                 tails[s]["hypwords"] += len(hyp); tails[s]["refwords"] += len(ref); tails[s]["rawwords"] += len(raw)
         for b in BINS:
@@ -97,9 +109,8 @@ def main(paths):
                   f"repeated words before dropping {t['rep']}")
 
     print("\nBy reference length: corpus WER % (raw -> repeated words dropped), repeated words per 100 transcript words")
-    for path in paths:
-        rows = load_rows(path)
-        systems = [c[:-4] for c in rows[0] if c.endswith("_hyp")]
+    for path, rows in rows_of.items():
+        systems = systems_of(rows)
         print(path)
         for lo, hi in ((0, 15), (16, 40), (41, 999)):
             sel = [r for r in rows if lo <= len(decode.normalize(r["reference"]).split()) <= hi]
