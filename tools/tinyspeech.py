@@ -87,8 +87,8 @@ def plan_corpus(spec: dict, seed: int) -> dict[str, list[dict]]:
         plans = {split: plan_grammar_split(split, spec[split], seed) for split in ("train", "dev", "test")}
     else:
         text = book_sentences()  # built from the packages on first use
-        plans = {split: plan_split(split, spec[split], spec["long"], text[split], seed)
-                 for split in ("train", "dev", "test")}
+        plans = {split: plan_split(split, spec[split] + (spec.get("fast", 0) if split == "train" else 0),
+                                   spec["long"], text[split], seed) for split in ("train", "dev", "test")}
     # the unseen-voice split reads the test sentences with a voice that no training utterance uses
     plans["test-unseen-voice"] = [dict(it, id=it["id"].replace("test", "unseen")) for it in plans["test"]]
     if spec.get("modern"):  # sentences as people say them today: no long passages
@@ -146,12 +146,16 @@ def synth_split(split: str, items: list[dict], voices: list, root: Path, size: s
     out_dir = root / split
     out_dir.mkdir(parents=True, exist_ok=True)
     modern = [v for v in voices if v.name in MODERN_VOICES] or voices
+    fast = [v for v in voices if v.name not in MODERN_VOICES] or voices  # all but the two slow, natural ones
+    n_fast = data.SIZES.get(size, {}).get("fast", 0) if split == "train" else 0  # the last ones of the plan
 
     def voice_of(i: int) -> tts.Voice:  # the held-out voice, the two modern voices in turn, or drawn by weight
         if split == "test-unseen-voice":
             return tts.HELD_OUT_VOICE
         if split == "modern":
             return modern[i % len(modern)]
+        if i >= len(items) - n_fast:
+            return rng.choices(fast, [v.weight for v in fast])[0]
         return rng.choices(voices, [v.weight for v in voices])[0]
     jobs = [(it, voice_of(i), str(out_dir), seed) for i, it in enumerate(items)]
     with Pool(workers or os.cpu_count()) as pool:
