@@ -123,6 +123,31 @@ def test_small_corpus_voices_manifests_and_idempotence():
     assert time.time() - t0 < 5
 
 
+def _voice_only(job) -> dict:
+    """Stands in for tinyspeech._synth_item: which voice would read which sentence, with no audio made."""
+    item, voice, out_dir, seed = job
+    return dict(item, audio=f"{out_dir}/{item['id']}.flac", seconds=1.0, voice=voice.name)
+
+
+def test_the_wide_corpus_is_the_default_plus_sentences_read_by_the_fast_voices(tmp_path, monkeypatch):
+    """`wide` (the default plus `fast` sentences) keeps the default's plan and voices and adds new sentences read
+    only by the voices other than the two slow, natural ones."""
+    monkeypatch.setitem(data.SIZES, "narrow", dict(train=60, dev=4, test=4, long=0.08, modern=4))
+    monkeypatch.setitem(data.SIZES, "wide", dict(data.SIZES["narrow"], fast=60))
+    monkeypatch.setattr(tinyspeech, "_synth_item", _voice_only)
+    plans = {size: tinyspeech.plan_corpus(data.SIZES[size], seed=0) for size in ("narrow", "wide")}
+    assert plans["wide"]["train"][:60] == plans["narrow"]["train"] and len(plans["wide"]["train"]) == 120
+    assert len({it["text"] for it in plans["wide"]["train"]}) == 120
+    assert all(plans["wide"][s] == plans["narrow"][s] for s in data.SPLITS if s != "train")
+    voices = tinyspeech.available_voices()
+    utts = {size: tinyspeech.synth_split("train", plans[size]["train"], voices, tmp_path / size, size, 0, 1)
+            for size in ("narrow", "wide")}
+    assert [u.voice for u in utts["wide"][:60]] == [u.voice for u in utts["narrow"]]
+    fast_voices = {u.voice for u in utts["wide"][60:]}
+    assert fast_voices.isdisjoint(tinyspeech.MODERN_VOICES) and len(fast_voices) >= 4
+    assert set(tinyspeech.MODERN_VOICES) <= {u.voice for u in utts["narrow"]}
+
+
 def test_a_corpus_built_before_a_split_existed_gets_only_that_split(tmp_path, monkeypatch):
     """done.json lists the finished splits: a corpus from before `modern` gets it added, the rest untouched."""
     import json
