@@ -345,8 +345,7 @@ class Utterance:
 SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 6 s each on average: default train ~27 h
     "small": dict(train=360, dev=24, test=24, long=0.08, modern=24),
     "default": dict(train=16000, dev=300, test=300, long=0.08, modern=300),
-    # the default plus 16,000 more training sentences read by the fast voices only (`fast`): twice the spoken
-    # vocabulary for about a quarter more build time; the default's 16,000 utterances and its other splits unchanged
+    # the default plus `fast` training sentences read only by the fast voices (tinyspeech.synth_split): wider vocabulary
     "wide": dict(train=16000, fast=16000, dev=300, test=300, long=0.08, modern=300),
     "large": dict(train=60000, dev=300, test=300, long=0.08, modern=300),
     # the CPU task: short commands, times and numbers from a small grammar (`grammar_sentence`), ~2 s each

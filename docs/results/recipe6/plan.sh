@@ -8,6 +8,8 @@
 # (L=$HOME/r6). CPU dry run: L=/tmp/r6 SIZE=small X="--device cpu --size small" X0="--preset tiny --steps 3
 #   --batch-size 4" X12="--steps 3 --batch-size 4" XD="--device cpu --limit 4" bash docs/results/recipe6/plan.sh
 # (dry run last passed 2026-12-05, 3 min on 2 cores, with no checkpoints/stage*.pt left from an earlier run).
+# The same recipe on the `wide` corpus: SIZE=wide X="--size wide" bash docs/results/recipe6/plan.sh (decode.py
+# takes the corpus from the checkpoint).
 # Afterwards, on the development machine, from the unpacked r6.tgz: the long-clip and rare-word tables,
 #   .venv/bin/python docs/results/longclips/analyse.py r6/K15S4/test.csv+r6/whisper/test.csv r6/K5S8/test.csv
 #   .venv/bin/python docs/results/rarewords/analyse.py --modern r6/K15S4/test.csv+r6/whisper/test.csv

@@ -3,7 +3,8 @@
 # machine's 16 cores, beside stage 0, then stage 1 on it: the build time, and stage 1's dev WER against recipe5's
 # at the same steps (the default corpus; docs/results/recipe5/stage1_log.csv). A device budget of ~16 minutes left no
 # room for stage 2 and the decodings. Run in the background (setsid) from the repository root after the setup
-# calls; poll with ../recipe5/poll.sh (L=$HOME/wide1).
+# calls; poll with ../recipe5/poll.sh (L=$HOME/wide1). As run (2026-12-06) its prep converted only tiny.en, so
+# stage 0 failed at once and was started by hand (s0b.log); prep converts the base encoder too since.
 set -u
 cd "$(dirname "$0")/../../.."
 if [ -d $HOME/site ]; then source .device/bin/env.sh || exit 1; fi
@@ -12,7 +13,7 @@ stamp() { echo "$(date +%T) $*" >> $L/progress.log; }
 run() { local name=$1; shift; local t=$(date +%s)
   $PY "$@" > $L/$name.log 2>&1 || stamp "FAILED $name"; stamp "end $name $(( $(date +%s) - t ))s"; }
 stamp "start $(git log --oneline -1 | cut -c1-7) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null) $(nproc --all) cores"
-run prep -c "from tools import text, weights; text.ensure(); print(weights.ensure('tiny.en'))"
+run prep -c "from tools import text, weights; text.ensure(); print(weights.ensure('tiny.en'), weights.ensure('base'))"
 ( t=$(date +%s); $PY data.py --size $SIZE > $L/corpus.log 2>&1 || stamp "FAILED corpus"; stamp "corpus done $(( $(date +%s) - t ))s" ) &
 run s0 train.py --stage 0 $X $X0
 wait  # the corpus
