@@ -4,7 +4,9 @@
 # utterances are the exact audio of wide's first 16,000 (wide's plan and voices begin with the default's), so the
 # `wide` corpus is built once (all cores, beside stage 0) and `default` is made from it (its manifests, wide's
 # first 16,000 training rows, the audio folders linked). Each lane: stage 1, stage 2, the decodings in two waves
-# of six (an 80 GB card holds six); the Whisper baselines beside lane 1's stage 1. The commands are the README's
+# of six (an 80 GB card holds six); the Whisper baselines on GPU 0 beside the default lane's stage 1. Wide's stage 1
+# holds twice the default's feature caches (29.3 GiB in fp16 on the H200 of wide1, whose stage 1 was not watched
+# for its peak): on an 80 GB H100, an estimated ~70 GB at its peak. The commands are the README's
 # (plus --size wide, --out-dir, and --no-compile for decoding). Estimated on 2 H100s (32 cores): wide corpus ~3.5
 # min beside stage 0, stage 1 ~10 min (wide's feature caches are twice the size), stage 2 ~5.5 min, decoding ~2 min.
 # Run in the background (setsid) from the repository root after the setup calls; poll with ../recipe5/poll.sh
@@ -29,12 +31,15 @@ wait  # the corpus
 run derive -c "
 import json, os, data
 wide, default = data.corpus_dir('$WIDE'), data.corpus_dir('default')
-default.mkdir(parents=True, exist_ok=True)
+if default.exists():  # never write over a corpus of its own (nor a dry run's small manifests over real audio)
+    raise SystemExit(f'{default} exists: move it away first')
+default.mkdir(parents=True)
 for split in data.SPLITS:
-    rows = (wide / f'{split}.tsv').read_text().splitlines(keepends=True)
-    (default / f'{split}.tsv').write_text(''.join(rows[:1 + $NTRAIN] if split == 'train' else rows))
-    if not (default / split).exists():
-        os.symlink(wide / split, default / split)
+    head, *rows = (wide / f'{split}.tsv').read_text().splitlines(keepends=True)
+    if split == 'train':  # the default's own sentences, by id (a failed clip leaves a gap, never a fast row in)
+        rows = [r for r in rows if int(r.split('\\t')[0].split('-')[1]) < $NTRAIN]
+    (default / f'{split}.tsv').write_text(head + ''.join(rows))
+    os.symlink(wide / split, default / split)
 hours = {s: round(sum(u.seconds for u in data.read_manifest(default / f'{s}.tsv')) / 3600, 3) for s in data.SPLITS}
 (default / 'done.json').write_text(json.dumps(hours)); print(hours)"
 export OMP_NUM_THREADS=2
