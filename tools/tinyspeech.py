@@ -87,8 +87,8 @@ def plan_corpus(spec: dict, seed: int) -> dict[str, list[dict]]:
         plans = {split: plan_grammar_split(split, spec[split], seed) for split in ("train", "dev", "test")}
     else:
         text = book_sentences()  # built from the packages on first use
-        plans = {split: plan_split(split, spec[split] + (spec.get("fast", 0) if split == "train" else 0),
-                                   spec["long"], text[split], seed) for split in ("train", "dev", "test")}
+        n = dict(train=spec["train"] + spec.get("fast", 0), dev=spec["dev"], test=spec["test"])  # `fast` ones last
+        plans = {split: plan_split(split, n[split], spec["long"], text[split], seed) for split in n}
     # the unseen-voice split reads the test sentences with a voice that no training utterance uses
     plans["test-unseen-voice"] = [dict(it, id=it["id"].replace("test", "unseen")) for it in plans["test"]]
     if spec.get("modern"):  # sentences as people say them today: no long passages
