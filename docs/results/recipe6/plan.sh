@@ -7,23 +7,15 @@
 # Run in the background (setsid) from the repository root after the setup calls; poll with ../recipe5/poll.sh
 # (L=$HOME/r6). CPU dry run: L=/tmp/r6 SIZE=small X="--device cpu --size small" X0="--preset tiny --steps 3
 #   --batch-size 4" X12="--steps 3 --batch-size 4" XD="--device cpu --limit 4" bash docs/results/recipe6/plan.sh
-# (dry run last passed 2026-12-05, 3 min on 2 cores, with no checkpoints/stage*.pt left from an earlier run).
+# (dry run last passed 2026-12-06, 3.5 min on 2 cores, with no checkpoints/stage*.pt left from an earlier run).
 # The same recipe on the `wide` corpus: SIZE=wide X="--size wide" bash docs/results/recipe6/plan.sh (decode.py
 # takes the corpus from the checkpoint).
 # Afterwards, on the development machine, from the unpacked r6.tgz: the long-clip and rare-word tables,
 #   .venv/bin/python docs/results/longclips/analyse.py r6/K15S4/test.csv+r6/whisper/test.csv r6/K5S8/test.csv
 #   .venv/bin/python docs/results/rarewords/analyse.py --modern r6/K15S4/test.csv+r6/whisper/test.csv
-set -u
-cd "$(dirname "$0")/../../.."
-if [ -d $HOME/site ]; then source .device/bin/env.sh || exit 1; fi  # the GPU machine (setup.sh installed there)
-L=${L:-$HOME/r6}; mkdir -p $L; PY=${PY:-python3}; SIZE=${SIZE:-default}
-X=${X:-}; X0=${X0:-}; X12=${X12:-}; XD=${XD:-}  # the dry run's flags; none on the GPU
-stamp() { echo "$(date +%T) $*" >> $L/progress.log; }
-run() { local name=$1; shift; local t=$(date +%s)
-  $PY "$@" > $L/$name.log 2>&1 || stamp "FAILED $name"; stamp "end $name $(( $(date +%s) - t ))s"; }
-stamp "start $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null) $(nproc --all) cores"
-run prep -c "from tools import text, weights; text.ensure(); print(weights.ensure('tiny.en'), weights.ensure('base'))"
-( t=$(date +%s); $PY data.py --size $SIZE > $L/corpus.log 2>&1 || stamp "FAILED corpus"; stamp "corpus done $(( $(date +%s) - t ))s" ) &
+L=${L:-$HOME/r6}; SIZE=${SIZE:-default}
+source "$(dirname "$0")/../common.sh"  # stamp, run, corpus; prep
+corpus $SIZE &
 run s0 train.py --stage 0 $X $X0
 wait  # the corpus
 export OMP_NUM_THREADS=2

@@ -10,21 +10,13 @@
 # (plus --size wide, --out-dir, and --no-compile for decoding). Estimated on 2 H100s (32 cores): wide corpus ~3.5
 # min beside stage 0, stage 1 ~10 min (wide's feature caches are twice the size), stage 2 ~5.5 min, decoding ~2 min.
 # Run in the background (setsid) from the repository root after the setup calls; poll with ../recipe5/poll.sh
-# (L=$HOME/r7). CPU dry run (passed 2026-12-06, 9 min on 2 cores; afterwards delete checkpoints/default,
+# (L=$HOME/r7). CPU dry run (passed 2026-12-06, 5.5 min on 2 cores; afterwards delete checkpoints/default,
 # checkpoints/wide and, on a machine that had no default corpus, data/tinyspeech/default):
 #   L=/tmp/r7 WIDE=small NTRAIN=300 X="--device cpu" X0="--preset tiny --steps 3 --batch-size 4" \
 #   X12="--steps 3 --batch-size 4" XD="--device cpu --limit 4" PY=.venv/bin/python bash docs/results/recipe7/plan.sh
-set -u
-cd "$(dirname "$0")/../../.."
-if [ -d $HOME/site ]; then source .device/bin/env.sh || exit 1; fi  # the GPU machine (setup.sh installed there)
-L=${L:-$HOME/r7}; mkdir -p $L; PY=${PY:-python3}; WIDE=${WIDE:-wide}; NTRAIN=${NTRAIN:-16000}
-X=${X:-}; X0=${X0:-}; X12=${X12:-}; XD=${XD:-}  # the dry run's flags; none on the GPU
-stamp() { echo "$(date +%T) $*" >> $L/progress.log; }
-run() { local name=$1; shift; local t=$(date +%s)
-  $PY "$@" > $L/$name.log 2>&1 || stamp "FAILED $name"; stamp "end $name $(( $(date +%s) - t ))s"; }
-stamp "start $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1) x$(nvidia-smi -L 2>/dev/null | wc -l) $(nproc --all) cores"
-run prep -c "from tools import text, weights; text.ensure(); print(weights.ensure('tiny.en'), weights.ensure('base'))"
-( t=$(date +%s); $PY data.py --size $WIDE > $L/corpus.log 2>&1 || stamp "FAILED corpus"; stamp "corpus done $(( $(date +%s) - t ))s" ) &
+L=${L:-$HOME/r7}; WIDE=${WIDE:-wide}; NTRAIN=${NTRAIN:-16000}
+source "$(dirname "$0")/../common.sh"  # stamp, run, corpus; prep
+corpus $WIDE &
 CUDA_VISIBLE_DEVICES=0 run s0 train.py --stage 0 --out-dir checkpoints/default $X $X0
 mkdir -p checkpoints/wide && cp checkpoints/default/stage0.pt checkpoints/wide/
 wait  # the corpus
