@@ -1,4 +1,4 @@
-# Sourced by the run plans (recipe6, recipe7, wide1) once they have set L, their log folder. It moves to the
+# Sourced by the run plans (recipe6, wide1) once they have set L, their log folder. It moves to the
 # repository root, takes the GPU machine's environment where setup.sh installed one, and gives the plans
 #   stamp TEXT            a timed line in $L/progress.log
 #   run NAME ARGS...      $PY ARGS > $L/NAME.log, its end (and any failure) stamped

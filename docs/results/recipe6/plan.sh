@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# NOT YET RUN: the next run of the one-GPU recipe (the corpus with modern English), planned from recipe5's lessons:
-# the Whisper baselines decode beside stage 1 (they need only the corpus), and our decodings run in two waves of
-# six after stage 2 (thirteen side by side ran out of an 80 GB card). The commands are the README's, no flags
-# except --no-compile (the same tokens up to fused-kernel rounding, no minutes of compilation). Estimated on one
-# H100: prep 15 s, corpus 5 min beside stage 0, stage 1 9 min, stage 2 (2,300 steps) 5.5 min, decoding 1.5 min.
-# Run in the background (setsid) from the repository root after the setup calls; poll with ../recipe5/poll.sh
-# (L=$HOME/r6). CPU dry run: L=/tmp/r6 SIZE=small X="--device cpu --size small" X0="--preset tiny --steps 3
-#   --batch-size 4" X12="--steps 3 --batch-size 4" XD="--device cpu --limit 4" bash docs/results/recipe6/plan.sh
-# (dry run last passed 2026-12-06, 3.5 min on 2 cores, with no checkpoints/stage*.pt left from an earlier run).
-# The same recipe on the `wide` corpus: SIZE=wide X="--size wide" bash docs/results/recipe6/plan.sh (decode.py
-# takes the corpus from the checkpoint).
-# Afterwards, on the development machine, from the unpacked r6.tgz: the long-clip and rare-word tables,
-#   .venv/bin/python docs/results/longclips/analyse.py r6/K15S4/test.csv+r6/whisper/test.csv r6/K5S8/test.csv
-#   .venv/bin/python docs/results/rarewords/analyse.py --modern r6/K15S4/test.csv+r6/whisper/test.csv
+# RUN 2026-12-06 on one NVIDIA H100 (16 cores) from a fresh machine, commit 989836e, as
+#   env SIZE=wide X="--size wide" L=$HOME/r6w setsid bash docs/results/recipe6/plan.sh
+# on the `wide` corpus of that commit, which this run made the default (the same plan: 16,000 sentences read by all
+# voices, 16,000 by the fast ones); today `bash docs/results/recipe6/plan.sh` runs the same recipe. Logs, CSVs and
+# transcripts: run/ (progress bars cut to their last line); analysis.txt and voices.txt come from them.
+# The plan: the Whisper baselines decode beside stage 1 (they need only the corpus), and our decodings run in two
+# waves of six after stage 2 (thirteen side by side ran out of an 80 GB card). The commands are the README's, no
+# flags except --no-compile (the same tokens up to fused-kernel rounding, no minutes of compilation). Poll with
+# ../recipe5/poll.sh (L=$HOME/r6). CPU dry run: L=/tmp/r6 SIZE=small X="--device cpu --size small" X0="--preset tiny
+#   --steps 3 --batch-size 4" X12="--steps 3 --batch-size 4" XD="--device cpu --limit 4" bash docs/results/recipe6/plan.sh
+# Afterwards, on the development machine: the long-clip and rare-word tables (analysis.txt), and WER by voice,
+#   .venv/bin/python docs/results/longclips/analyse.py R/K15S4/test.csv+R/whisper/test.csv R/K5S8/test.csv
+#   .venv/bin/python docs/results/rarewords/analyse.py --modern R/K15S4/test.csv+R/whisper/test.csv \
+#       R/K15S4/modern.csv+R/whisper/modern.csv
+#   .venv/bin/python docs/results/recipe6/voices.py > docs/results/recipe6/voices.txt
+# (R = docs/results/recipe6/run).
 L=${L:-$HOME/r6}; SIZE=${SIZE:-default}
 source "$(dirname "$0")/../common.sh"  # stamp, run, corpus; prep
 corpus $SIZE &
