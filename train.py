@@ -52,10 +52,10 @@ STAGES = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, h
 }
 
 RECIPES = {  # what `python train.py --stage N` trains, per model preset; a flag given on the command line wins
-    # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 16,000 spoken sentences). Stage 2 would
+    # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 32,000 spoken sentences). Stage 2 would
     # memorise those sentences, so stages 1-2 also hear every utterance 10 % slower and faster (speed
     # perturbation), and stage 2 adds dropout on the decoder's residual branches and two SpecAugment-style time
-    # masks on the audio features (docs/results.md measures each); it stops while its dev loss is still near its low.
+    # masks on the audio features (docs/results.md measures each); it stops while its dev loss is still falling.
     "default": {0: dict(size="default", steps=1500, batch_size=256),
                 1: dict(size="default", steps=5200, batch_size=256, speed_perturb=(0.9, 1.1)),
                 2: dict(size="default", steps=2300, batch_size=256, speed_perturb=(0.9, 1.1), dropout=0.1,

@@ -1,5 +1,6 @@
 """data.py and tools/: Whisper weights offline, text and splits, the corpus, readers, audio and canvas errors."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,9 +130,10 @@ def _voice_only(job) -> dict:
     return dict(item, audio=f"{out_dir}/{item['id']}.flac", seconds=1.0, voice=voice.name)
 
 
-def test_the_wide_corpus_is_the_default_plus_sentences_read_by_the_fast_voices(tmp_path, monkeypatch):
-    """`wide` (the default plus `fast` sentences) keeps the default's plan and voices and adds new sentences read
-    only by the voices other than the two slow, natural ones."""
+def test_the_default_corpus_adds_sentences_read_only_by_the_fast_voices(tmp_path, monkeypatch):
+    """The default's `fast` sentences follow its others: the plan without them is its first part, with the same
+    voices, and the fast ones are new sentences read only by the voices other than the two slow, natural ones."""
+    assert data.SIZES["default"]["fast"] > 0
     monkeypatch.setitem(data.SIZES, "narrow", dict(train=60, dev=4, test=4, long=0.08, modern=4))
     monkeypatch.setitem(data.SIZES, "wide", dict(data.SIZES["narrow"], fast=60))
     monkeypatch.setattr(tinyspeech, "_synth_item", _voice_only)
@@ -145,6 +147,35 @@ def test_the_wide_corpus_is_the_default_plus_sentences_read_by_the_fast_voices(t
     assert [u.voice for u in utts["wide"][:60]] == [u.voice for u in utts["narrow"]]
     fast_voices = {u.voice for u in utts["wide"][60:]}
     assert fast_voices.isdisjoint(tinyspeech.MODERN_VOICES) and len(fast_voices) >= 4
+
+
+def _speak_once(job) -> dict:
+    """Stands in for tinyspeech._synth_item: writes the sentence as the 'audio', unless the file exists."""
+    item, voice, out_dir, seed = job
+    out = Path(out_dir) / f"{item['id']}.flac"
+    if not out.exists():
+        out.write_text(item["text"])
+    return dict(item, audio=str(out), seconds=1.0, voice=voice.name)
+
+
+def test_a_corpus_built_before_its_fast_sentences_keeps_its_audio_and_speaks_only_the_new_ones(
+        tmp_path, monkeypatch, capsys):
+    """A default corpus finished without the `fast` sentences is extended, not rebuilt and not left short: its
+    clips stay as they are, and only the new sentences are spoken."""
+    monkeypatch.setattr(data, "corpus_dir", lambda size: tmp_path)
+    monkeypatch.setattr(tinyspeech, "_synth_item", _speak_once)
+    monkeypatch.setitem(data.SIZES, "narrow", dict(train=40, dev=4, test=4, long=0.08, modern=4))
+    tinyspeech.build_corpus("narrow", workers=1)
+    old = {f: f.stat().st_mtime_ns for f in tmp_path.glob("*/*.flac")}
+    manifests = {s: (tmp_path / f"{s}.tsv").read_text() for s in data.SPLITS}
+    monkeypatch.setitem(data.SIZES, "narrow", dict(data.SIZES["narrow"], fast=40))
+    hours = tinyspeech.build_corpus("narrow", workers=1)
+    assert "train: 80 sentences planned now; speaking the new ones" in capsys.readouterr().err
+    assert {f: f.stat().st_mtime_ns for f in old} == old and len(list(tmp_path.glob("train/*.flac"))) == 80
+    train = (tmp_path / "train.tsv").read_text().splitlines()
+    assert len(train) == 81 and set(manifests["train"].splitlines()) <= set(train)
+    assert all((tmp_path / f"{s}.tsv").read_text() == manifests[s] for s in data.SPLITS if s != "train")
+    assert hours["train"] == round(80 / 3600, 3) and tinyspeech.build_corpus("narrow") == hours
 
 
 def test_a_corpus_built_before_a_split_existed_gets_only_that_split(tmp_path, monkeypatch):

@@ -176,8 +176,10 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
     root, spec = data.corpus_dir(size), data.SIZES[size]
     done = root / "done.json"
     hours = json.loads(done.read_text()) if done.exists() else {}
-    if set(hours) >= {s for s in data.SPLITS if s != "modern" or spec.get("modern")}:
-        return hours
+    trained = len(data.read_manifest(root / "train.tsv")) if (root / "train.tsv").exists() else 0
+    if set(hours) >= {s for s in data.SPLITS if s != "modern" or spec.get("modern")} \
+            and trained >= (1 - MAX_FAILED) * (spec["train"] + spec.get("fast", 0)):
+        return hours  # finished (a train split of fewer sentences than now planned may grow: `grew` below)
     voices = available_voices()
     plans = plan_corpus(spec, seed)
     marks = {split: hashlib.sha256(json.dumps([(it["id"], it["text"]) for it in items]).encode()).hexdigest()[:16]
@@ -186,7 +188,19 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
 
     def fits(split, items) -> bool:  # a split finished before plan.json: does its manifest have the plan's size?
         return (1 - MAX_FAILED) * len(items) <= len(data.read_manifest(root / f"{split}.tsv")) <= len(items)
+
+    def grew(split, items) -> bool:  # finished from a shorter plan that this one extends (the `fast` sentences)
+        if not (root / f"{split}.tsv").exists():
+            return False
+        old = {(u.id, u.text) for u in data.read_manifest(root / f"{split}.tsv")}
+        return len(old) < (1 - MAX_FAILED) * len(items) and old <= {(it["id"], it["text"]) for it in items}
     for split, items in plans.items():
+        if split in hours and built.get(split) != marks[split] and grew(split, items):
+            print(f"{root / split}: {len(items)} sentences planned now; speaking the new ones", file=sys.stderr)
+            built[split] = marks[split]  # its audio stays: each utterance keeps its voice, spoken files are skipped
+            data.atomic_write_text(root / "plan.json", json.dumps(built))
+            del hours[split]
+            data.atomic_write_text(done, json.dumps(hours))  # unfinished until the new ones are spoken
         if split in hours:
             if built.get(split, marks[split]) != marks[split] or split not in built and not fits(split, items):
                 print(f"warning: {root / split} was built from an earlier plan of sentences and is kept as it is; "
@@ -255,9 +269,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Build Whisfusion's data: Whisper weights, the TinySpeech corpus "
                                             "and the real-speech split. Idempotent; resumes where it stopped.")
     p.add_argument("--size", choices=list(data.SIZES), default="default",
-                   help="corpus size: default (GPU, >= 20 h of training audio), wide (the default plus 16,000 "
-                   "sentences read by the fast voices, 57 h), large (GPU, 113 h), small (CPU and CI) or numbers "
-                   "(the narrow CPU task of `make demo`: commands, times and numbers)")
+                   help="corpus size: default (GPU, 57 h of training audio: 16,000 sentences read by all voices "
+                   "and 16,000 by the fast ones), large (GPU, 113 h), small (CPU and CI) or numbers (the narrow CPU "
+                   "task of `make demo`: commands, times and numbers)")
     p.add_argument("--workers", type=data.positive_int, default=None,
                    help="parallel synthesis processes (default: all cores)")
     p.add_argument("--weights", nargs="*", default=["tiny.en", "base"],
