@@ -34,8 +34,9 @@ import whisfusion as W
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    candidates: int = 15  # K: independent canvases per utterance, decoded in one batch (paper: 15)
-    steps: int = 4  # S: forward passes, whatever the transcript length (paper: 4)
+    # K = 5 with S = 8: about the work of the paper's K = 15 with S = 4, and fewer errors on every split measured
+    candidates: int = 5  # K: independent canvases per utterance, decoded in one batch (paper: 15)
+    steps: int = 8  # S: forward passes, whatever the transcript length (paper: 4)
     ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s: the paper's schedule, and
     # 0.7 for any step past it (also the paper's: the lowest mask ratio stage 2 trains on)
     select: str = "mbr"  # "mbr": the candidate closest to all others, or "confidence" (the paper's rule)
@@ -552,9 +553,10 @@ def get_args(argv=None):
     p.add_argument("--baseline", nargs="*", default=[], help="Whisper models decoded greedily on the same split "
                    "(tiny.en, base, or a .pt path)")
     p.add_argument("--out", default="results", help="folder for the per-utterance CSV and the JSON summary")
-    p.add_argument("--candidates", "-K", type=data.bounded_int(1, 256), default=15, help="K, candidates per "
-                   "utterance")
-    p.add_argument("--steps", "-S", type=data.bounded_int(1, 64), default=4, help="S, decoding steps")
+    p.add_argument("--candidates", "-K", type=data.bounded_int(1, 256), default=DecodeOptions.candidates,
+                   help="K, candidates per utterance (the paper: 15)")
+    p.add_argument("--steps", "-S", type=data.bounded_int(1, 64), default=DecodeOptions.steps, help="S, decoding "
+                   "steps (the paper: 4)")
     p.add_argument("--select", choices=["confidence", "mbr"], default="mbr", help="candidate choice: minimum "
                    "Bayes risk (default) or the paper's highest mean confidence")
     p.add_argument("--keep-repeats", action="store_true", help="keep a word written twice in a row (the "

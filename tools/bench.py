@@ -212,8 +212,8 @@ def main(argv=None):
     p.add_argument("--size", default=None, choices=list(data.SIZES), help="TinySpeech corpus (default: the "
                    "checkpoint's)")
     p.add_argument("--limit", type=data.positive_int, default=None, help="time only the first N utterances")
-    p.add_argument("--candidates", "-K", type=data.bounded_int(1, 256), default=15, help="K")
-    p.add_argument("--steps", "-S", type=data.bounded_int(1, 64), default=4, help="S")
+    p.add_argument("--candidates", "-K", type=data.bounded_int(1, 256), default=DecodeOptions.candidates, help="K")
+    p.add_argument("--steps", "-S", type=data.bounded_int(1, 64), default=DecodeOptions.steps, help="S")
     p.add_argument("--no-compile", action="store_true", help="record the CUDA graphs without torch.compile")
     p.add_argument("--repeats", type=data.bounded_int(1, 1000), default=10, help="timed runs per measurement")
     p.add_argument("--batch", type=data.bounded_int(1, 1024), default=64, help="batch size for RTFx")
