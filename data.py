@@ -451,7 +451,7 @@ def load_split(name: str, size: str = "default") -> list[Utterance]:
                                     f"(e.g. LibriSpeech/test-clean)")
     elif name in SPLITS:
         manifest = corpus_dir(size) / f"{name}.tsv"
-        if name == "modern" and not SIZES[size].get("modern"):
+        if name == "modern" and size in SIZES and not SIZES[size].get("modern"):  # (a size of an older version)
             raise FileNotFoundError(f"TinySpeech '{size}' has no modern split (its text is its own grammar)")
         if not manifest.exists():
             raise FileNotFoundError(f"{manifest} is missing: build the corpus first with "

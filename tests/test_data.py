@@ -160,22 +160,39 @@ def _speak_once(job) -> dict:
 
 def test_a_corpus_built_before_its_fast_sentences_keeps_its_audio_and_speaks_only_the_new_ones(
         tmp_path, monkeypatch, capsys):
-    """A default corpus finished without the `fast` sentences is extended, not rebuilt and not left short: its
-    clips stay as they are, and only the new sentences are spoken."""
-    monkeypatch.setattr(data, "corpus_dir", lambda size: tmp_path)
+    """A corpus finished without the `fast` sentences its size now has is extended, not rebuilt and not left short:
+    its clips stay as they are and only the new sentences are spoken. One built from another plan is never extended
+    (its clips would be paired with other sentences): it is kept, with the warning."""
+    import json
+    import shutil
+    root = [tmp_path / "grows"]
+    monkeypatch.setattr(data, "corpus_dir", lambda size: root[0])
     monkeypatch.setattr(tinyspeech, "_synth_item", _speak_once)
     monkeypatch.setitem(data.SIZES, "narrow", dict(train=40, dev=4, test=4, long=0.08, modern=4))
     tinyspeech.build_corpus("narrow", workers=1)
-    old = {f: f.stat().st_mtime_ns for f in tmp_path.glob("*/*.flac")}
-    manifests = {s: (tmp_path / f"{s}.tsv").read_text() for s in data.SPLITS}
+    shutil.copytree(root[0], tmp_path / "other")
+    plan = json.loads((tmp_path / "other" / "plan.json").read_text())
+    (tmp_path / "other" / "plan.json").write_text(json.dumps(dict(plan, train="another plan")))
+    old = {f: f.stat().st_mtime_ns for f in root[0].glob("*/*.flac")}
+    manifests = {s: (root[0] / f"{s}.tsv").read_text() for s in data.SPLITS}
     monkeypatch.setitem(data.SIZES, "narrow", dict(data.SIZES["narrow"], fast=40))
     hours = tinyspeech.build_corpus("narrow", workers=1)
     assert "train: 80 sentences planned now; speaking the new ones" in capsys.readouterr().err
-    assert {f: f.stat().st_mtime_ns for f in old} == old and len(list(tmp_path.glob("train/*.flac"))) == 80
-    train = (tmp_path / "train.tsv").read_text().splitlines()
+    assert {f: f.stat().st_mtime_ns for f in old} == old and len(list(root[0].glob("train/*.flac"))) == 80
+    train = (root[0] / "train.tsv").read_text().splitlines()
     assert len(train) == 81 and set(manifests["train"].splitlines()) <= set(train)
-    assert all((tmp_path / f"{s}.tsv").read_text() == manifests[s] for s in data.SPLITS if s != "train")
-    assert hours["train"] == round(80 / 3600, 3) and tinyspeech.build_corpus("narrow") == hours
+    assert all((root[0] / f"{s}.tsv").read_text() == manifests[s] for s in data.SPLITS if s != "train")
+    assert hours["train"] == round(80 / 3600, 3)
+    monkeypatch.setattr(tinyspeech, "available_voices", lambda: pytest.fail("a finished corpus was planned again"))
+    assert tinyspeech.build_corpus("narrow") == hours
+    monkeypatch.undo()  # the other plan's copy, with the same sizes and stand-ins
+    monkeypatch.setattr(data, "corpus_dir", lambda size: tmp_path / "other")
+    monkeypatch.setattr(tinyspeech, "_synth_item", _speak_once)
+    monkeypatch.setitem(data.SIZES, "narrow", dict(train=40, fast=40, dev=4, test=4, long=0.08, modern=4))
+    tinyspeech.build_corpus("narrow", workers=1)
+    assert "train was built from an earlier plan of sentences and is kept" in capsys.readouterr().err
+    assert (tmp_path / "other" / "train.tsv").read_text() == manifests["train"]  # paths relative to the manifest
+    assert len(list((tmp_path / "other").glob("train/*.flac"))) == 40
 
 
 def test_a_corpus_built_before_a_split_existed_gets_only_that_split(tmp_path, monkeypatch):

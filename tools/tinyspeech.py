@@ -176,31 +176,30 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
     root, spec = data.corpus_dir(size), data.SIZES[size]
     done = root / "done.json"
     hours = json.loads(done.read_text()) if done.exists() else {}
-    trained = len(data.read_manifest(root / "train.tsv")) if (root / "train.tsv").exists() else 0
-    if set(hours) >= {s for s in data.SPLITS if s != "modern" or spec.get("modern")} \
-            and trained >= (1 - MAX_FAILED) * (spec["train"] + spec.get("fast", 0)):
-        return hours  # finished (a train split of fewer sentences than now planned may grow: `grew` below)
+    short = spec.get("fast") and (root / "train.tsv").exists() and len(data.read_manifest(root / "train.tsv")) \
+        < (1 - MAX_FAILED) * (spec["train"] + spec["fast"])  # a train split from before its `fast` sentences
+    if set(hours) >= {s for s in data.SPLITS if s != "modern" or spec.get("modern")} and not short:
+        return hours
     voices = available_voices()
     plans = plan_corpus(spec, seed)
-    marks = {split: hashlib.sha256(json.dumps([(it["id"], it["text"]) for it in items]).encode()).hexdigest()[:16]
-             for split, items in plans.items()}  # what each utterance id says: resumed audio must say the same
+
+    def mark(items) -> str:  # what each utterance id says: resumed audio must say the same
+        return hashlib.sha256(json.dumps([(it["id"], it["text"]) for it in items]).encode()).hexdigest()[:16]
+    marks = {split: mark(items) for split, items in plans.items()}
     built = json.loads((root / "plan.json").read_text()) if (root / "plan.json").exists() else {}
+    if spec.get("fast") and built.get("train") == mark(plans["train"][:spec["train"]]):
+        # built (or begun) before its `fast` sentences, which follow the plan it was built from: its audio stays
+        # (each utterance keeps its voice, and spoken files are skipped), the new sentences are spoken
+        print(f"{root / 'train'}: {len(plans['train'])} sentences planned now; speaking the new ones", file=sys.stderr)
+        hours.pop("train", None)
+        data.atomic_write_text(done, json.dumps(hours))  # unfinished (and no manifest) until they are spoken
+        (root / "train.tsv").unlink(missing_ok=True)
+        built["train"] = marks["train"]
+        data.atomic_write_text(root / "plan.json", json.dumps(built))
 
     def fits(split, items) -> bool:  # a split finished before plan.json: does its manifest have the plan's size?
         return (1 - MAX_FAILED) * len(items) <= len(data.read_manifest(root / f"{split}.tsv")) <= len(items)
-
-    def grew(split, items) -> bool:  # finished from a shorter plan that this one extends (the `fast` sentences)
-        if not (root / f"{split}.tsv").exists():
-            return False
-        old = {(u.id, u.text) for u in data.read_manifest(root / f"{split}.tsv")}
-        return len(old) < (1 - MAX_FAILED) * len(items) and old <= {(it["id"], it["text"]) for it in items}
     for split, items in plans.items():
-        if split in hours and built.get(split) != marks[split] and grew(split, items):
-            print(f"{root / split}: {len(items)} sentences planned now; speaking the new ones", file=sys.stderr)
-            built[split] = marks[split]  # its audio stays: each utterance keeps its voice, spoken files are skipped
-            data.atomic_write_text(root / "plan.json", json.dumps(built))
-            del hours[split]
-            data.atomic_write_text(done, json.dumps(hours))  # unfinished until the new ones are spoken
         if split in hours:
             if built.get(split, marks[split]) != marks[split] or split not in built and not fits(split, items):
                 print(f"warning: {root / split} was built from an earlier plan of sentences and is kept as it is; "
