@@ -34,7 +34,7 @@ import whisfusion as W
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    # K = 5 with S = 8: about the work of the paper's K = 15 with S = 4, and fewer errors on every split measured
+    # K = 5 with S = 8: about the work of the paper's K = 15 with S = 4, and fewer errors on dev and test
     candidates: int = 5  # K: independent canvases per utterance, decoded in one batch (paper: 15)
     steps: int = 8  # S: forward passes, whatever the transcript length (paper: 4)
     ratios: tuple = (1.0, 0.9, 0.85, 0.8)  # share of each canvas re-masked at step s: the paper's schedule, and

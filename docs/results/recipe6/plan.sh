@@ -3,7 +3,8 @@
 #   env SIZE=wide X="--size wide" L=$HOME/r6w setsid bash docs/results/recipe6/plan.sh
 # on the `wide` corpus of that commit, which this run made the default (the same plan: 16,000 sentences read by all
 # voices, 16,000 by the fast ones); today `bash docs/results/recipe6/plan.sh` runs the same recipe. Logs, CSVs and
-# transcripts: run/ (progress bars cut to their last line); analysis.txt and voices.txt come from them.
+# transcripts: run/ (progress bars cut to their last line); analysis.txt and voices.txt come from them. The run
+# decoded K=15 S=4 with no -K/-S (the default then); the lines below name it, as K=5 S=8 is the default now.
 # The plan: the Whisper baselines decode beside stage 1 (they need only the corpus), and our decodings run in two
 # waves of six after stage 2 (thirteen side by side ran out of an 80 GB card). The commands are the README's, no
 # flags except --no-compile (the same tokens up to fused-kernel rounding, no minutes of compilation). Poll with
@@ -31,12 +32,12 @@ run s2 train.py --stage 2 $X $X12
 cp checkpoints/stage*_log.csv $L/ 2>/dev/null
 wait  # the baselines
 D="decode.py --ckpt checkpoints/stage2.pt --no-compile"
-for s in dev test test-unseen-voice real modern; do run $s-K15S4 $D --eval $s --out $L/K15S4 $XD & done
+for s in dev test test-unseen-voice real modern; do run $s-K15S4 $D --eval $s -K 15 -S 4 --out $L/K15S4 $XD & done
 run dev-K5S8 $D --eval dev -K 5 -S 8 --out $L/K5S8 $XD &
 wait
 stamp "wave 1 done"
 for s in test test-unseen-voice real modern; do run $s-K5S8 $D --eval $s -K 5 -S 8 --out $L/K5S8 $XD & done
-run dev-K15S4-keep $D --eval dev --keep-repeats --out $L/K15S4-keep $XD &
+run dev-K15S4-keep $D --eval dev -K 15 -S 4 --keep-repeats --out $L/K15S4-keep $XD &
 run dev-K5S8-keep $D --eval dev -K 5 -S 8 --keep-repeats --out $L/K5S8-keep $XD &
 wait
 stamp "all done"; touch $L/ALL_DONE
