@@ -135,17 +135,17 @@ def test_the_default_corpus_adds_sentences_read_only_by_the_fast_voices(tmp_path
     voices, and the fast ones are new sentences read only by the voices other than the two slow, natural ones."""
     assert data.SIZES["default"]["fast"] > 0
     monkeypatch.setitem(data.SIZES, "narrow", dict(train=60, dev=4, test=4, long=0.08, modern=4))
-    monkeypatch.setitem(data.SIZES, "wide", dict(data.SIZES["narrow"], fast=60))
+    monkeypatch.setitem(data.SIZES, "with_fast", dict(data.SIZES["narrow"], fast=60))
     monkeypatch.setattr(tinyspeech, "_synth_item", _voice_only)
-    plans = {size: tinyspeech.plan_corpus(data.SIZES[size], seed=0) for size in ("narrow", "wide")}
-    assert plans["wide"]["train"][:60] == plans["narrow"]["train"] and len(plans["wide"]["train"]) == 120
-    assert len({it["text"] for it in plans["wide"]["train"]}) == 120
-    assert all(plans["wide"][s] == plans["narrow"][s] for s in data.SPLITS if s != "train")
+    plans = {size: tinyspeech.plan_corpus(data.SIZES[size], seed=0) for size in ("narrow", "with_fast")}
+    assert plans["with_fast"]["train"][:60] == plans["narrow"]["train"] and len(plans["with_fast"]["train"]) == 120
+    assert len({it["text"] for it in plans["with_fast"]["train"]}) == 120
+    assert all(plans["with_fast"][s] == plans["narrow"][s] for s in data.SPLITS if s != "train")
     voices = tinyspeech.available_voices()
     utts = {size: tinyspeech.synth_split("train", plans[size]["train"], voices, tmp_path / size, size, 0, 1)
-            for size in ("narrow", "wide")}
-    assert [u.voice for u in utts["wide"][:60]] == [u.voice for u in utts["narrow"]]
-    fast_voices = {u.voice for u in utts["wide"][60:]}
+            for size in ("narrow", "with_fast")}
+    assert [u.voice for u in utts["with_fast"][:60]] == [u.voice for u in utts["narrow"]]
+    fast_voices = {u.voice for u in utts["with_fast"][60:]}
     assert fast_voices.isdisjoint(tinyspeech.MODERN_VOICES) and len(fast_voices) >= 4
 
 

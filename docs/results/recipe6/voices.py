@@ -1,6 +1,7 @@
 """WER by voice on recipe6's `test` and `modern` (per-utterance CSVs of run/), with each utterance's voice taken
 from the corpus plan (voices are drawn deterministically from the plan and the installed voices; this machine has
-the GPU machine's ten). Output: voices.txt. Run from the repository root: .venv/bin/python docs/results/recipe6/voices.py"""
+the GPU machine's ten). Output: voices.txt. Run from the repository root:
+    .venv/bin/python docs/results/recipe6/voices.py"""
 import csv
 import sys
 from collections import defaultdict
