@@ -124,10 +124,13 @@ def test_small_corpus_voices_manifests_and_idempotence():
     assert time.time() - t0 < 5
 
 
-def _voice_only(job) -> dict:
-    """Stands in for tinyspeech._synth_item: which voice would read which sentence, with no audio made."""
+def _speak_once(job) -> dict:
+    """Stands in for tinyspeech._synth_item: writes the sentence as the 'audio', unless the file exists."""
     item, voice, out_dir, seed = job
-    return dict(item, audio=f"{out_dir}/{item['id']}.flac", seconds=1.0, voice=voice.name)
+    out = Path(out_dir) / f"{item['id']}.flac"
+    if not out.exists():
+        out.write_text(item["text"])
+    return dict(item, audio=str(out), seconds=1.0, voice=voice.name)
 
 
 def test_the_default_corpus_adds_sentences_read_only_by_the_fast_voices(tmp_path, monkeypatch):
@@ -136,7 +139,7 @@ def test_the_default_corpus_adds_sentences_read_only_by_the_fast_voices(tmp_path
     assert data.SIZES["default"]["fast"] > 0
     monkeypatch.setitem(data.SIZES, "narrow", dict(train=60, dev=4, test=4, long=0.08, modern=4))
     monkeypatch.setitem(data.SIZES, "with_fast", dict(data.SIZES["narrow"], fast=60))
-    monkeypatch.setattr(tinyspeech, "_synth_item", _voice_only)
+    monkeypatch.setattr(tinyspeech, "_synth_item", _speak_once)
     plans = {size: tinyspeech.plan_corpus(data.SIZES[size], seed=0) for size in ("narrow", "with_fast")}
     assert plans["with_fast"]["train"][:60] == plans["narrow"]["train"] and len(plans["with_fast"]["train"]) == 120
     assert len({it["text"] for it in plans["with_fast"]["train"]}) == 120
@@ -147,15 +150,6 @@ def test_the_default_corpus_adds_sentences_read_only_by_the_fast_voices(tmp_path
     assert [u.voice for u in utts["with_fast"][:60]] == [u.voice for u in utts["narrow"]]
     fast_voices = {u.voice for u in utts["with_fast"][60:]}
     assert fast_voices.isdisjoint(tinyspeech.MODERN_VOICES) and len(fast_voices) >= 4
-
-
-def _speak_once(job) -> dict:
-    """Stands in for tinyspeech._synth_item: writes the sentence as the 'audio', unless the file exists."""
-    item, voice, out_dir, seed = job
-    out = Path(out_dir) / f"{item['id']}.flac"
-    if not out.exists():
-        out.write_text(item["text"])
-    return dict(item, audio=str(out), seconds=1.0, voice=voice.name)
 
 
 def test_a_corpus_built_before_its_fast_sentences_keeps_its_audio_and_speaks_only_the_new_ones(

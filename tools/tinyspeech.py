@@ -194,8 +194,7 @@ def build_corpus(size: str = "default", workers: int | None = None, seed: int = 
         hours.pop("train", None)
         data.atomic_write_text(done, json.dumps(hours))  # unfinished (and no manifest) until they are spoken
         (root / "train.tsv").unlink(missing_ok=True)
-        built["train"] = marks["train"]
-        data.atomic_write_text(root / "plan.json", json.dumps(built))
+        built["train"] = marks["train"]  # written to plan.json below, before the new sentences are spoken
 
     def fits(split, items) -> bool:  # a split finished before plan.json: does its manifest have the plan's size?
         return (1 - MAX_FAILED) * len(items) <= len(data.read_manifest(root / f"{split}.tsv")) <= len(items)

@@ -5,7 +5,8 @@
 # machine's start and setup had no room for stage 2 and the decodings. Run in the background (setsid) from the
 # repository root after the setup calls; poll with ../recipe5/poll.sh (L=$HOME/wide1). As run (2026-12-06) its prep
 # converted only tiny.en, so stage 0 failed at once and was started by hand (s0b.log); prep converts the base encoder
-# too since (it and the other shared lines now come from ../common.sh).
+# too since (it and the other shared lines now come from ../common.sh). `wide` has been the default size since that
+# day, so today the same run is SIZE=default.
 L=${L:-$HOME/wide1}; SIZE=${SIZE:-wide}
 source "$(dirname "$0")/../common.sh"  # stamp, run, corpus; prep
 corpus $SIZE &
