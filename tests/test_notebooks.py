@@ -45,24 +45,28 @@ CHECKS = {  # notebook stem -> (description, predicate on the RESULT dict)
                       and r["test_wer_after_stage"]["2"] <= min(10, r["test_wer_after_stage"]["1"] + 2.6)
                       and r["high_t_loss"]["2"] < 0.25 * r["high_t_loss"]["1"]),
     # 06 watches PDD on held-out clips with white noise at 3 dB SNR, where the first step is often wrong. CPU
-    # training is not bit-identical across machines; with K=15 four trainings gained 1.0-4.2 points from S=1 to
-    # S=4 and 1.3-4.4 to S=8, while a single canvas at S=8 went from 6.5 points better to 1.3 worse: only the K=15
-    # direction is checked, and the notebook says the single canvas varies. On clean clips a single canvas moved
+    # training is not bit-identical across machines; with K=15 six trainings gained 1.2-4.4 points from S=1 to
+    # S=8 and 0.2-4.2 to S=4, while a single canvas at S=8 went from 6.5 points better to 1.3 worse. The text
+    # claims K=15's gain at S=8 (checked: below S=1) and gives S=4's as a range (checked: at most a point above
+    # S=1), and says the single canvas varies. On clean clips a single canvas moved
     # by up to four words (1.0 point) from S=1: "a few words" is checked as at most eight. The stage-1 model's
     # single canvas "mostly writes the same number again": at most five words (1.3 points) better at S=8 than at
-    # S=1 (a training of 2026-12-06 gained four words, 3.32 -> 2.30 %)
+    # S=1 (a training of 2026-12-06 gained four words, 3.32 -> 2.30 %). The two selection rules on the noisy clips:
+    # from confidence 4.0 points ahead (a fresh training on CI, 2026-12-06) to MBR 0.5 ahead; "within a few points"
+    # is checked as at most five
     "06_pdd": ("on noisy held-out clips the first step gets a quarter to a third of the words wrong, a later PDD step "
-               "fixes what the first got wrong, S=4 and S=8 end below S=1 with K=15; on clean "
+               "fixes what the first got wrong, S=8 ends below S=1 with K=15; on clean "
                "clips more steps change little; the candidates part ways after the first partial re-mask; MBR and "
                "confidence mostly agree and end within a few points; clean test WER <= 10 %",
                lambda r: r["test_wer"] <= 10
                and r["fixed_by_later_step"] is True and r["example_wer_step0"] > 0 and r["example_wer_final"] == 0
                and 20 <= r["wer_by_steps"]["1"] <= 40
-               and r["wer_by_steps"]["4"] < r["wer_by_steps"]["1"] and r["wer_by_steps"]["8"] < r["wer_by_steps"]["1"]
+               and r["wer_by_steps"]["8"] < r["wer_by_steps"]["1"]
+               and r["wer_by_steps"]["4"] <= r["wer_by_steps"]["1"] + 1
                and max(abs(w - r["wer_by_steps_clean_k1"]["1"]) for w in r["wer_by_steps_clean_k1"].values()) <= 2.0
                and r["wer_by_steps_stage1_clean_k1"]["8"] > r["wer_by_steps_stage1_clean_k1"]["1"] - 1.3
                and r["distinct_after_step"][0] == 1 and max(r["distinct_after_step"]) > 1
-               and r["same_choice"] >= 0.5 and abs(r["wer_noisy_mbr"] - r["wer_noisy_confidence"]) <= 3),
+               and r["same_choice"] >= 0.5 and abs(r["wer_noisy_mbr"] - r["wer_noisy_confidence"]) <= 5),
 }
 
 
