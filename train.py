@@ -46,16 +46,16 @@ STAGES = {  # lr, AdamW betas and weight decay, the mask-ratio range t ~ U(lo, h
     # writing the whole transcript; the plain mean cross-entropy of the masked tokens.
     1: dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01, mask=(0.0, 1.0), elbo=False),
     # Stage 2 (the paper's second): adapter + decoder on high mask ratios only. Decoding starts from an all-[MASK]
-    # canvas and re-masks 80-90 % of it at every step (decode.py), so the decoder specialises in what it will see:
+    # canvas and re-masks 70-90 % of it at every step (decode.py), so the decoder specialises in what it will see:
     # t ~ U(0.7, 1). An exponential moving average of the weights (decay 0.995) smooths the last steps.
     2: dict(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.005, mask=(0.7, 1.0), elbo=False, ema=0.995),
 }
 
-RECIPES = {  # what `python train.py --stage N` trains, per model preset; a flag given on the command line wins
+RECIPES = {  # what `python train.py --stage N` trains, per model preset; a command-line flag (steps, lr, ...) wins
     # The one-GPU recipe: batch 256 on the default corpus (TinySpeech, 32,000 spoken sentences). Stage 2 would
     # memorise those sentences, so stages 1-2 also hear every utterance 10 % slower and faster (speed
     # perturbation), and stage 2 adds dropout on the decoder's residual branches and two SpecAugment-style time
-    # masks on the audio features (docs/results.md measures each); it stops while its dev loss is still falling.
+    # masks on the audio features (docs/results.md measures each); it stops where its dev loss levels off.
     "default": {0: dict(size="default", steps=1500, batch_size=256),
                 1: dict(size="default", steps=5200, batch_size=256, speed_perturb=(0.9, 1.1)),
                 2: dict(size="default", steps=2300, batch_size=256, speed_perturb=(0.9, 1.1), dropout=0.1,
