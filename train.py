@@ -233,6 +233,8 @@ def dev_metrics(model, dev, args, device, amp):
         feats, n, x0 = dev.get(idx)
         t = W.sample_mask_ratio(len(idx), *STAGES[args.stage]["mask"], device=device, generator=g)
         xt, masked = W.forward_process(x0, t, model.cfg.decoder.mask_id, generator=g)  # the same masks every time
+        # a dev word no training transcript had: not scored (rows -100), and shown to the model as [MASK]
+        xt = xt.masked_fill(model.rows(xt, strict=False) < 0, model.cfg.decoder.mask_id)
         with amp:
             logits = model(xt, None if feats is None else model.audio_context(feats, n))
         losses.append(W.masked_token_loss(logits, model.rows(x0, strict=False), masked).item())

@@ -90,6 +90,32 @@ def test_out_of_vocabulary_ids_are_an_error_or_ignored(full_and_restricted):
                                                                  vocab=(3, 3, 5))))
 
 
+def test_dev_text_with_words_the_model_cannot_write_is_scored_without_them(full_and_restricted):
+    """A dev split may hold words no training transcript had (e.g. `--dev-split real` for the CPU task): the dev
+    loss skips them instead of crashing the run before its checkpoint."""
+    _, small, _ = full_and_restricted
+    L = small.cfg.decoder.canvas_len
+    known, unknown = canvases(None, L, n=2), torch.tensor([data.make_canvas("hello wonderful world", L)])
+
+    class Dev:  # stage 0's batches: (features, n_frames, canvas), no audio
+        def __init__(self, canvas):
+            self.canvas = canvas
+
+        def __len__(self):
+            return len(self.canvas)
+
+        def get(self, idx):
+            return None, None, self.canvas[idx]
+
+    args = type("Args", (), {"stage": 0, "batch_size": 8})()
+    amp = torch.autocast("cpu", enabled=False)
+    try:
+        loss = train.dev_metrics(small, Dev(torch.cat([known, unknown])), args, "cpu", amp)["dev_loss"]
+    finally:
+        small.eval()  # dev_metrics hands the model back in training mode; the other tests use it in eval mode
+    assert np.isfinite(loss)
+
+
 def test_restricted_checkpoint_round_trips_with_its_vocab(full_and_restricted, vocab, tmp_path):
     _, small, _ = full_and_restricted
     W.save_model(tmp_path / "m.pt", small)
