@@ -617,6 +617,10 @@ def check_args(p, args):
                 "checkpoint")
     if args.ckpt == "none" and args.eval and not args.baseline:
         p.error("--ckpt none --eval needs --baseline (e.g. --baseline tiny.en): there is nothing else to score")
+    for name in args.baseline:  # before any decoding, not after it
+        if not (name in data.OFFLINE_WHISPER or name.endswith(".pt") and Path(name).is_file()):
+            p.error(f"--baseline {name}: use {' or '.join(data.OFFLINE_WHISPER)}, or the path of an openai-whisper .pt "
+                    f"file (audio files go before --baseline)")
     if not (args.files or args.eval):
         p.error("nothing to do: pass audio files or --eval SPLIT (the benchmark: python -m tools.bench)")
     if problem := data.path_problem(args.out, "--out"):

@@ -233,8 +233,7 @@ def dev_metrics(model, dev, args, device, amp):
         feats, n, x0 = dev.get(idx)
         t = W.sample_mask_ratio(len(idx), *STAGES[args.stage]["mask"], device=device, generator=g)
         xt, masked = W.forward_process(x0, t, model.cfg.decoder.mask_id, generator=g)  # the same masks every time
-        # a dev word no training transcript had: not scored (rows -100), and shown to the model as [MASK]
-        xt = xt.masked_fill(model.rows(xt, strict=False) < 0, model.cfg.decoder.mask_id)
+        xt = xt.masked_fill(model.rows(xt, strict=False) < 0, model.cfg.decoder.mask_id)  # words it can't write
         with amp:
             logits = model(xt, None if feats is None else model.audio_context(feats, n))
         losses.append(W.masked_token_loss(logits, model.rows(x0, strict=False), masked).item())
@@ -425,9 +424,9 @@ def apply_recipe(args, start):
     args.preset = args.preset or saved.get("preset") or (start and preset_of(start[1].get("config"))) or "default"
     recipe = {"speed_perturb": (), "dropout": 0.0, "time_masks": 0, "vocab_from_corpus": False,
               "lr": STAGES[args.stage]["lr"], **RECIPES[args.preset][args.stage]}
-    for key, value in recipe.items():
+    for key, value in recipe.items():  # --resume: as the interrupted run had it, so Ctrl-C's command goes on
         if getattr(args, key, None) is None:
-            setattr(args, key, value)
+            setattr(args, key, saved.get(key, value) if args.resume else value)
 
 
 def preset_of(config) -> str | None:

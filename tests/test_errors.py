@@ -67,6 +67,12 @@ def test_resume_with_other_flags_warns(tmp_path, real_manifest, init_ckpt, featu
     err = capsys.readouterr().err
     assert "warning: --resume with other flags than the interrupted run (--batch-size 5 -> 4, --steps 6 -> 8)" in err
     assert ckpt(tmp_path / "stage1.pt")["step"] == 8
+    # the resume command a Ctrl-C prints names no --steps: the run ends where the interrupted one would have
+    with killed_at_step(3):
+        stage1(tmp_path, real_manifest, init_ckpt, "--steps", "6", "--ckpt-every", "2", "--overwrite")
+    stage1(tmp_path, real_manifest, init_ckpt, "--resume")
+    assert "--resume with other flags" not in capsys.readouterr().err
+    assert ckpt(tmp_path / "stage1.pt")["step"] == 6
 
 # ----------------------------------------------------------------------------------------------------------
 # 2. no overwrite without --resume or --overwrite; per-process temporary files
@@ -317,6 +323,16 @@ def test_unknown_split_is_named_and_only_real_splits_suggest_building(tmp_path, 
     with pytest.raises(SystemExit) as e:
         decode.main(["--ckpt", "none", "--eval", "tset", "--baseline", "tiny.en", "--out", str(tmp_path)])
     assert "unknown split 'tset'" in one_line(e) and "data.py" not in str(e.value)
+
+
+def test_a_mistyped_baseline_is_refused_before_any_decoding(tmp_path, capsys):
+    for name in ("tinyy", "a.wav", str(tmp_path / "gone.pt")):  # a.wav: a file put after --baseline
+        with pytest.raises(SystemExit) as e:
+            decode.get_args(["--ckpt", "none", "--eval", "test", "--baseline", "tiny.en", name])
+        assert e.value.code == 2
+        assert f"--baseline {name}: use tiny.en or base, or the path of an openai-whisper .pt" in capsys.readouterr().err
+    assert decode.get_args(["--ckpt", "none", "--eval", "test", "--baseline", "tiny.en", "base"]).baseline == [
+        "tiny.en", "base"]
 
 
 def test_librispeech_blank_lines_and_a_chapter_without_transcript(tmp_path, capsys):
