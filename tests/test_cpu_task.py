@@ -96,21 +96,10 @@ def test_dev_text_with_words_the_model_cannot_write_is_scored_without_them(full_
     _, small, _ = full_and_restricted
     L = small.cfg.decoder.canvas_len
     known, unknown = canvases(None, L, n=2), torch.tensor([data.make_canvas("hello wonderful world", L)])
-
-    class Dev:  # stage 0's batches: (features, n_frames, canvas), no audio
-        def __init__(self, canvas):
-            self.canvas = canvas
-
-        def __len__(self):
-            return len(self.canvas)
-
-        def get(self, idx):
-            return None, None, self.canvas[idx]
-
     args = type("Args", (), {"stage": 0, "batch_size": 8})()
     amp = torch.autocast("cpu", enabled=False)
     try:
-        loss = train.dev_metrics(small, Dev(torch.cat([known, unknown])), args, "cpu", amp)["dev_loss"]
+        loss = train.dev_metrics(small, train.TextBatches(torch.cat([known, unknown])), args, "cpu", amp)["dev_loss"]
     finally:
         small.eval()  # dev_metrics hands the model back in training mode; the other tests use it in eval mode
     assert np.isfinite(loss)
